@@ -1,0 +1,1 @@
+"""The `tinyops` command: thin glue over the domain packages, Rich output, exit codes."""

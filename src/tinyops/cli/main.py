@@ -1,0 +1,388 @@
+"""`tinyops` — the command line.
+
+Start-up cost is a contract (`tinyops --help` in well under a second): this module
+imports only Typer, Rich and tinyops' light modules; each command imports the heavy
+packages it needs inside its body.
+
+Exit codes: 0 success, 1 error, 2 bad project file or usage, 3 a gate said no.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from tinyops.errors import GateFailed, TinyopsError
+
+app = typer.Typer(
+    name="tinyops",
+    help="MLOps for microcontrollers: data → int8 model → budget-checked, signed bundle.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Data sources, validation and snapshots.", no_args_is_help=True)
+features_app = typer.Typer(help="The feature store.", no_args_is_help=True)
+keys_app = typer.Typer(help="Ed25519 signing keys for bundles.", no_args_is_help=True)
+bundle_app = typer.Typer(help="Inspect and verify bundles.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+app.add_typer(keys_app, name="keys")
+app.add_typer(bundle_app, name="bundle")
+
+out = Console()
+err = Console(stderr=True)
+
+ProjectDir = Annotated[
+    Path, typer.Argument(help="project folder (holds tinyops.yaml)", show_default=True)
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout")]
+
+
+def _quiet_tensorflow() -> None:
+    # TensorFlow prints C++ banners and oneDNN notices on import; none help a CLI user.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="folder to create the project in")] = Path(
+        "."
+    ),
+    name: Annotated[str | None, typer.Option(help="project name (default: folder name)")] = None,
+    force: Annotated[bool, typer.Option(help="overwrite an existing tinyops.yaml")] = False,
+) -> None:
+    """Write a commented starter project and a GitHub Actions workflow that runs its gates."""
+    from tinyops.project.starter import write_starter
+
+    written = write_starter(directory, name=name, force=force)
+    for path in written:
+        out.print(f"wrote {path}")
+    out.print(f"next: [bold]tinyops run {directory}[/]")
+
+
+@app.command()
+def run(
+    project_dir: ProjectDir = Path("."),
+    until: Annotated[str | None, typer.Option(help="stop after this stage")] = None,
+    force: Annotated[
+        list[str] | None, typer.Option(help="re-run this stage even if cached (repeatable)")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the pipeline: ingest → validate → features → train → optimize → profile →
+    device-validate → bundle → register. Cached stages are skipped."""
+    _quiet_tensorflow()
+    from tinyops.pipeline.runner import run_project
+
+    record = run_project(project_dir, until=until, force=force or [], console=None if as_json else out)
+    if as_json:
+        _print_json(record)
+    if record["status"] != "succeeded":
+        raise typer.Exit(GateFailed.exit_code)
+
+
+@app.command()
+def status(project_dir: ProjectDir = Path("."), as_json: JsonFlag = False) -> None:
+    """Show the last run: its stages, cache hits and gate results."""
+    from tinyops.cli.render import stages_table
+    from tinyops.pipeline.engine import load_run
+    from tinyops.project.loader import find_project_file
+
+    project_path = find_project_file(project_dir).parent
+    record = load_run(project_path / ".tinyops")
+    if as_json:
+        _print_json(record)
+        return
+    out.print(stages_table(record))
+    hits = sum(1 for s in record["stages"] if s["cache_hit"])
+    out.print(f"{hits} of {len(record['stages'])} stages from cache")
+    gates = [s for s in record["stages"] if s.get("gate")]
+    for s in gates:
+        passed = s["gate"].get("passed")
+        mark = "[green]passed[/]" if passed else "[red]FAILED[/]"
+        out.print(f"gate {s['name']}: {mark}")
+
+
+@data_app.command("validate")
+def data_validate(project_dir: ProjectDir = Path("."), as_json: JsonFlag = False) -> None:
+    """Load the sources and run the validation checks (no snapshot is written)."""
+    from tinyops.cli.render import checks_table
+    from tinyops.data.dedup import remove_duplicates
+    from tinyops.data.sources import load_sources
+    from tinyops.data.validate import validate
+    from tinyops.project.loader import load_project
+
+    project, root = load_project(project_dir)
+    ds = load_sources(project.data.sources, root)
+    dedup = None
+    if project.data.deduplicate:
+        ds, rep = remove_duplicates(ds)
+        dedup = rep.to_dict()
+    report = validate(ds, project.data.validation)
+    if as_json:
+        _print_json({"validation": report.to_dict(), "dedup": dedup})
+    else:
+        out.print(report.render())
+        if dedup:
+            out.print(f"duplicates: {dedup}")
+    if not report.passed:
+        if not as_json:
+            err.print("[red]data validation failed[/]")
+        raise typer.Exit(GateFailed.exit_code)
+
+
+@data_app.command("snapshots")
+def data_snapshots(project_dir: ProjectDir = Path("."), as_json: JsonFlag = False) -> None:
+    """List the dataset snapshots in the project's store."""
+    from rich.table import Table
+
+    from tinyops.data.snapshot import list_snapshots
+    from tinyops.project.loader import find_project_file
+
+    root = find_project_file(project_dir).parent
+    snaps = list_snapshots(root / ".tinyops" / "store")
+    if as_json:
+        _print_json(snaps)
+        return
+    t = Table(title="dataset snapshots")
+    for col in ("id", "created", "modality", "samples", "classes"):
+        t.add_column(col)
+    for m in snaps:
+        t.add_row(
+            m["id"][:16],
+            str(m.get("created_at", "")),
+            str(m.get("modality", "")),
+            str(sum((m.get("label_counts") or {}).values()) or m.get("samples", "")),
+            str(len(m.get("classes", []))),
+        )
+    out.print(t)
+
+
+@features_app.command("list")
+def features_list(project_dir: ProjectDir = Path("."), as_json: JsonFlag = False) -> None:
+    """List materialized feature sets: one per (snapshot id, pipeline hash)."""
+    from rich.table import Table
+
+    from tinyops.features.store import list_feature_sets
+    from tinyops.project.loader import find_project_file
+
+    root = find_project_file(project_dir).parent
+    sets = list_feature_sets(root / ".tinyops" / "store")
+    if as_json:
+        _print_json(sets)
+        return
+    t = Table(title="feature store")
+    for col in ("key", "snapshot", "pipeline", "created"):
+        t.add_column(col)
+    for m in sets:
+        t.add_row(
+            str(m.get("key", "")),
+            str(m.get("snapshot_id", ""))[:12],
+            str(m.get("pipeline_hash", ""))[:12],
+            str(m.get("created_at", "")),
+        )
+    out.print(t)
+
+
+@features_app.command("show")
+def features_show(
+    key: Annotated[str, typer.Argument(help="feature-set key or a unique prefix")],
+    project_dir: Annotated[Path, typer.Option("--project", help="project folder")] = Path("."),
+) -> None:
+    """Show one feature set's manifest: blocks, fitted parameters, shapes."""
+    from tinyops.features.store import load_feature_set
+    from tinyops.project.loader import find_project_file
+
+    root = find_project_file(project_dir).parent
+    fs = load_feature_set(root / ".tinyops" / "store", key)
+    _print_json(fs.manifest)
+
+
+@app.command()
+def profile(
+    model: Annotated[Path, typer.Argument(help="an int8 .tflite model")],
+    target: Annotated[str, typer.Option(help="board id from `tinyops boards`")] = "nano33ble",
+    project_dir: Annotated[
+        Path | None, typer.Option("--project", help="check the project's budgets too")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run MODEL in the TFLM runtime: arena bytes, flash, latency, energy, operators."""
+    from tinyops.cli.render import budget_table
+    from tinyops.errors import ModelError
+    from tinyops.targets.budget import Budgets, check_budgets
+    from tinyops.targets.catalog import load_board
+    from tinyops.targets.profile import profile_tflite
+
+    board = load_board(target)
+    try:
+        blob = model.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{model}: cannot read model file ({exc.strerror})") from exc
+    prof = profile_tflite(blob, board)
+    budgets = Budgets()
+    if project_dir is not None:
+        from tinyops.project.loader import load_project
+
+        budgets = load_project(project_dir)[0].target.budgets
+    report = check_budgets(prof, budgets, board)
+    if as_json:
+        _print_json({"board": board.id, "profile": prof.to_dict(), "budgets": report.to_dict()})
+    else:
+        d = prof.to_dict()
+        out.print(f"[bold]{model}[/] on [bold]{board.name}[/] ({board.id})")
+        out.print(f"  TFLM arena (measured) {d['arena_bytes']:>12,} B")
+        out.print(f"  RAM total             {d['ram_bytes']:>12,} B of {board.sram_bytes:,}")
+        out.print(f"  model                 {d['model_bytes']:>12,} B")
+        out.print(f"  flash (model+runtime) {d['flash_bytes']:>12,} B of {board.flash_bytes:,}")
+        out.print(f"  MACs                  {d['macs']:>12,}")
+        out.print(f"  latency (estimate)    {d['latency_ms']:>12.3f} ms")
+        out.print(f"  energy (estimate)     {d['energy_mj']:>12.4f} mJ")
+        ops = ", ".join(f"{k}×{v}" for k, v in sorted(d["ops"].items()))
+        out.print(f"  operators             {ops}")
+        out.print(budget_table(report.to_dict()))
+    if not report.passed:
+        raise typer.Exit(GateFailed.exit_code)
+
+
+@app.command()
+def boards(as_json: JsonFlag = False) -> None:
+    """List the board catalog."""
+    from rich.table import Table
+
+    from tinyops.targets.catalog import list_boards
+
+    items = list_boards()
+    if as_json:
+        _print_json([b.model_dump(mode="json") for b in items])
+        return
+    t = Table(title="boards")
+    for col in ("id", "name", "core", "clock", "SRAM", "flash", "runtime"):
+        t.add_column(col)
+    for b in items:
+        t.add_row(
+            b.id,
+            b.name,
+            b.core,
+            f"{b.clock_hz / 1e6:g} MHz",
+            f"{b.sram_bytes // 1024:,} KB",
+            f"{b.flash_bytes // 1024:,} KB",
+            b.runtime,
+        )
+    out.print(t)
+
+
+@app.command()
+def export(
+    project_dir: ProjectDir = Path("."),
+    bundle: Annotated[
+        Path | None, typer.Option(help="bundle file (default: the last run's bundle)")
+    ] = None,
+    fmt: Annotated[str, typer.Option("--format", help="arduino | c | tflite | all")] = "all",
+    dest: Annotated[Path, typer.Option("--out", help="folder to write into")] = Path("export"),
+) -> None:
+    """Verify a bundle and export its model as an Arduino library, C array or .tflite."""
+    from tinyops.pipeline.runner import export_bundle
+
+    written = export_bundle(project_dir, bundle, fmt, dest)
+    for path in written:
+        out.print(f"wrote {path}")
+
+
+@app.command()
+def promote(
+    project_dir: ProjectDir = Path("."),
+    version: Annotated[
+        str | None, typer.Option(help="model version (default: the `candidate` alias)")
+    ] = None,
+    alias: Annotated[str, typer.Option(help="alias to move")] = "champion",
+) -> None:
+    """Move the registry alias `champion` (or --alias) to the candidate or a given version."""
+    _quiet_tensorflow()
+    from tinyops.pipeline.runner import promote_model
+
+    name, moved_to, previous = promote_model(project_dir, version, alias)
+    was = f" (was v{previous})" if previous else ""
+    out.print(f"{name}: @{alias} → v{moved_to}{was}")
+
+
+@keys_app.command("create")
+def keys_create(
+    directory: Annotated[Path, typer.Option("--dir", help="where to write the key pair")] = Path(
+        ".tinyops/keys"
+    ),
+    name: Annotated[str, typer.Option(help="file stem of the key pair")] = "signing",
+    overwrite: Annotated[bool, typer.Option(help="replace an existing key pair")] = False,
+) -> None:
+    """Create an Ed25519 key pair: NAME.key (private, mode 0600) and NAME.pub."""
+    from tinyops.bundle.keys import generate_keypair, key_id
+
+    pair = generate_keypair(directory, name=name, overwrite=overwrite)
+    out.print(f"private key {pair.private_path} (keep secret)")
+    out.print(f"public key  {pair.public_path} (give this to the fleet server)")
+    out.print(f"key id      {key_id(pair.public_key)}")
+
+
+@keys_app.command("show")
+def keys_show(
+    public_key: Annotated[Path, typer.Argument(help="a .pub file")] = Path(
+        ".tinyops/keys/signing.pub"
+    ),
+) -> None:
+    """Print a public key's id."""
+    from tinyops.bundle.keys import key_id, load_public_key
+
+    out.print(key_id(load_public_key(public_key)))
+
+
+@bundle_app.command("verify")
+def bundle_verify(
+    path: Annotated[Path, typer.Argument(help="a .tinybundle file")],
+    key: Annotated[list[Path], typer.Option(help="trusted public key (.pub), repeatable")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Check a bundle's signature, file hashes and expiry against trusted keys."""
+    from tinyops.bundle.bundle import verify_bundle
+    from tinyops.bundle.keys import load_public_key
+
+    verified = verify_bundle(path, [load_public_key(k) for k in key])
+    manifest = verified.manifest.model_dump(mode="json")
+    if as_json:
+        _print_json(manifest)
+        return
+    out.print(
+        f"[green]valid[/] {manifest['name']} {manifest['version']} for {manifest['target']}"
+        f" · {len(manifest['files'])} files · key {manifest['key_id']}"
+    )
+    out.print(f"measured: {manifest['measured']}")
+
+
+def main() -> None:
+    try:
+        app()
+    except GateFailed as exc:
+        err.print(f"[red]gate failed:[/] {exc}")
+        sys.exit(exc.exit_code)
+    except TinyopsError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

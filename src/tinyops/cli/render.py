@@ -1,0 +1,122 @@
+"""Rich rendering of pipeline records for the terminal. Pure functions of plain data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def stages_table(run: dict[str, Any]) -> Table:
+    t = Table(title=f"run {run['run_id']} — {run['status']}", title_justify="left")
+    t.add_column("stage")
+    t.add_column("status")
+    t.add_column("cache")
+    t.add_column("time", justify="right")
+    t.add_column("result")
+    colors = {"ok": "green", "cached": "cyan", "failed": "red", "skipped": "dim"}
+    for s in run["stages"]:
+        status = s["status"]
+        t.add_row(
+            s["name"],
+            f"[{colors.get(status, 'white')}]{status}[/]",
+            "hit" if s["cache_hit"] else ("" if status == "skipped" else "miss"),
+            f"{s['duration_s']:.2f}s" if status != "skipped" else "",
+            stage_summary(s),
+        )
+    return t
+
+
+def stage_summary(s: dict[str, Any]) -> str:
+    o = s.get("output") or {}
+    if s["status"] == "failed":
+        return f"[red]{s.get('error') or ''}[/]"
+    name = s["name"]
+    if name == "ingest" and o:
+        return f"snapshot {o['snapshot_id'][:12]} · {o['samples']:,} samples"
+    if name == "validate" and o:
+        checks = (o.get("gate") or {}).get("checks", [])
+        return f"{len(checks)} checks passed"
+    if name == "features" and o:
+        return f"pipeline {o['pipeline_hash'][:12]} · input {tuple(o['input_shape'])}"
+    if name == "train" and o:
+        acc = o["metrics"].get("test_accuracy")
+        tail = f" · float test acc {acc:.4f}" if acc is not None else ""
+        return f"mlflow run {o['mlflow_run_id'][:12]} · {o['epochs_run']} epochs{tail}"
+    if name == "optimize" and o:
+        return f"{len(o['variants'])} variants · deploy {o['deploy']['variant']}"
+    if name == "profile" and o:
+        pr = o["profile"]
+        return (
+            f"{o['board']}: arena {pr['arena_bytes']:,} B · flash {pr['flash_bytes']:,} B"
+            f" · {pr['latency_ms']:.2f} ms · {pr['energy_mj']:.3f} mJ"
+        )
+    if name == "device-validate" and o:
+        acc = o.get("accuracy")
+        a = f"acc {acc:.4f} · " if acc is not None else ""
+        return f"TFLM {a}agreement {o['agreement']:.4f} on {o['samples']} samples"
+    if name == "bundle" and o:
+        return f"{o['bundle']} · {o['sha256'][:12]}"
+    if name == "register" and o:
+        return f"{o['model_name']} v{o['model_version']} @{o['alias']}"
+    return ""
+
+
+def variants_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title="model variants (accuracy on the test split, each .tflite run)")
+    for col in ("variant", "size B", "sparsity", "zlib B", "accuracy", "Δ vs float"):
+        t.add_column(col, justify="left" if col == "variant" else "right")
+    for r in rows:
+        delta = r.get("delta_vs_float")
+        t.add_row(
+            r["variant"],
+            _fmt(r["size_bytes"]),
+            f"{r['sparsity']:.1%}",
+            _fmt(r["compressed_bytes"]),
+            "—" if r["accuracy"] is None else f"{r['accuracy']:.4f}",
+            "—" if delta is None else f"{delta:+.4f}",
+        )
+    return t
+
+
+def budget_table(report: dict[str, Any]) -> Table:
+    t = Table(title="budgets")
+    for col in ("metric", "measured", "limit", "unit", "ok"):
+        t.add_column(col, justify="left" if col in ("metric", "unit") else "right")
+    for r in report.get("rows", []):
+        ok = r.get("within")
+        t.add_row(
+            str(r["metric"]),
+            _fmt(r["measured"]),
+            _fmt(r["limit"]),
+            str(r.get("unit", "")),
+            "[green]yes[/]" if ok else "[red]OVER[/]",
+        )
+    return t
+
+
+def checks_table(title: str, checks: list[dict[str, Any]]) -> Table:
+    t = Table(title=title)
+    t.add_column("check")
+    t.add_column("status")
+    t.add_column("detail")
+    for c in checks:
+        status = c.get("status") or ("pass" if c.get("passed") else "fail")
+        color = {"pass": "green", "warn": "yellow", "fail": "red"}.get(status, "white")
+        detail = c.get("detail")
+        if detail is None:
+            detail = f"{_fmt(c.get('value'))} (limit {_fmt(c.get('limit'))})"
+        t.add_row(str(c.get("name") or c.get("check")), f"[{color}]{status}[/]", str(detail))
+    return t

@@ -1,0 +1,605 @@
+"""The tinyops pipeline: ingest → validate → features → train → optimize → profile →
+device-validate → bundle → register.
+
+Each stage here is glue: it reads its slice of the project file and its upstream outputs,
+calls the domain package that owns the work, and returns a small JSON record. Paths in
+records are relative to the project folder so a project can be moved or cloned.
+
+MLflow: the train stage opens the run; later stages resume the same run by id, so one
+MLflow run holds the params, per-epoch metrics, dataset input, variants, profile and
+bundle of one trained model, even when some stages came from the cache.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tinyops.errors import GateFailed, TinyopsError
+from tinyops.pipeline.engine import Stage, StageContext, StageOutput
+from tinyops.project.schema import Project
+from tinyops.store.atomic import atomic_dir, atomic_write_json, sha256_bytes, sha256_file
+
+STAGE_NAMES = (
+    "ingest",
+    "validate",
+    "features",
+    "train",
+    "optimize",
+    "profile",
+    "device-validate",
+    "bundle",
+    "register",
+)
+
+ProgressFactory = Callable[[str, int], Callable[[int], None]]
+"""(description, total) → advance(n): lets the CLI show progress bars without this module
+knowing about Rich."""
+
+
+def _no_progress(_desc: str, _total: int) -> Callable[[int], None]:
+    return lambda _n: None
+
+
+def store_root(project_dir: Path) -> Path:
+    return project_dir / ".tinyops" / "store"
+
+
+def tracking_uri(project: Project, project_dir: Path) -> str:
+    from tinyops.train.tracking import default_tracking_uri
+
+    return project.tracking.uri or default_tracking_uri(project_dir)
+
+
+def _rel(project_dir: Path, path: Path) -> str:
+    return os.path.relpath(path, project_dir)
+
+
+def _source_stats(project: Project, project_dir: Path) -> list[Any]:
+    """Cheap fingerprint of the source files (path, size, mtime) for the ingest cache key.
+
+    Like make, a touched file re-runs ingest; the snapshot it makes is content-addressed,
+    so unchanged content gives the same snapshot id and everything downstream stays cached.
+    """
+    stats: list[Any] = []
+    for src in project.data.sources:
+        path_value = getattr(src, "path", None)
+        if path_value is None:
+            continue
+        path = (project_dir / path_value).resolve()
+        if path.is_dir():
+            for f in sorted(p for p in path.rglob("*") if p.is_file()):
+                st = f.stat()
+                stats.append([str(f.relative_to(path)), st.st_size, st.st_mtime_ns])
+        elif path.exists():
+            st = path.stat()
+            stats.append([str(path), st.st_size, st.st_mtime_ns])
+        else:
+            stats.append([str(path), None, None])
+    return stats
+
+
+def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> list[Stage]:
+    """The pipeline of `project`. Stage configs are the sections each stage depends on."""
+    p = project
+
+    def section(*names: str) -> Callable[[Path], Mapping[str, Any]]:
+        def cfg(_project_dir: Path) -> Mapping[str, Any]:
+            dumped = p.model_dump(mode="json")
+            out: dict[str, Any] = {}
+            for name in names:
+                node: Any = dumped
+                for part in name.split("."):
+                    node = node[part]
+                out[name] = node
+            return out
+
+        return cfg
+
+    def ingest_cfg(project_dir: Path) -> Mapping[str, Any]:
+        return {
+            "sources": [s.model_dump(mode="json") for s in p.data.sources],
+            "deduplicate": p.data.deduplicate,
+            "split": p.data.split.model_dump(mode="json"),
+            "stats": _source_stats(p, project_dir),
+        }
+
+    def ingest(ctx: StageContext) -> StageOutput:
+        from tinyops.data.dedup import remove_duplicates
+        from tinyops.data.snapshot import create_snapshot
+        from tinyops.data.sources import load_sources
+
+        ds = load_sources(p.data.sources, ctx.project_dir)
+        dedup: dict[str, Any] | None = None
+        if p.data.deduplicate:
+            ds, dedup_report = remove_duplicates(ds)
+            dedup = dedup_report.to_dict()
+        snap = create_snapshot(ds, p.data.split, store_root(ctx.project_dir), {"dedup": dedup})
+        return {
+            "snapshot_id": snap.id,
+            "path": _rel(ctx.project_dir, snap.path),
+            "samples": int(len(snap.split)),
+            "classes": list(ds.classes),
+            "dedup": dedup,
+        }
+
+    def validate(ctx: StageContext) -> StageOutput:
+        from tinyops.data.snapshot import load_snapshot
+        from tinyops.data.validate import validate as run_checks
+
+        snap = load_snapshot(store_root(ctx.project_dir), ctx.inputs["ingest"]["snapshot_id"])
+        report = run_checks(snap.dataset, p.data.validation)
+        payload = report.to_dict()
+        if not report.passed:
+            failed = [c for c in report.checks if c.status == "fail"]
+            detail = "; ".join(f"{c.name}: {c.detail}" for c in failed)
+            raise GateFailed(f"data validation failed: {detail}", report)
+        return {"snapshot_id": snap.id, "gate": {"passed": True, **payload}}
+
+    def features(ctx: StageContext) -> StageOutput:
+        from tinyops.data.snapshot import load_snapshot
+        from tinyops.features.pipeline import FeaturePipeline
+        from tinyops.features.store import materialize
+
+        snap = load_snapshot(store_root(ctx.project_dir), ctx.inputs["validate"]["snapshot_id"])
+        pipeline = FeaturePipeline(p.features.blocks, sample_rate=snap.dataset.sample_rate)
+        splits = {name: snap.subset(name) for name in ("train", "validation", "test")}
+        fs = materialize(store_root(ctx.project_dir), snap.id, pipeline, splits)
+        return {
+            "feature_set": fs.key,
+            "path": _rel(ctx.project_dir, fs.path),
+            "snapshot_id": snap.id,
+            "pipeline_hash": fs.pipeline_hash,
+            "input_shape": list(fs.input_shape),
+        }
+
+    def train(ctx: StageContext) -> StageOutput:
+        from tinyops.features.store import load_feature_set
+        from tinyops.train.tracking import RunTracker, git_commit
+        from tinyops.train.trainer import TrainingData, train_model
+
+        fs = load_feature_set(store_root(ctx.project_dir), ctx.inputs["features"]["feature_set"])
+        data = TrainingData(
+            fs.x("train"), fs.y("train"), fs.x("validation"), fs.y("validation"),
+            fs.x("test"), fs.y("test"),
+        )  # fmt: skip
+        tracker = RunTracker(
+            tracking_uri(p, ctx.project_dir),
+            experiment=p.tracking.experiment or p.name,
+            project_dir=ctx.project_dir,
+        )
+        with tracker.start(run_name=f"{p.name}-{ctx.run_id}") as run:
+            run.log_params(_flat_params(p))
+            run.set_tags(
+                {
+                    "tinyops.snapshot_id": fs.snapshot_id,
+                    "tinyops.feature_pipeline_hash": fs.pipeline_hash,
+                    "tinyops.feature_set": fs.key,
+                    "tinyops.pipeline_run": ctx.run_id,
+                    **({"mlflow.source.git.commit": c} if (c := git_commit(ctx.project_dir)) else {}),
+                }
+            )
+            run.log_dataset(fs.snapshot_id, fs.manifest, data.x_train, data.y_train)
+            advance = progress("train", p.training.epochs)
+            result = train_model(
+                p.model, p.training, data, callbacks=[run.epoch_callback(), _EpochTick(advance)]
+            )
+            run.log_metrics(result.metrics)
+            out_dir = store_root(ctx.project_dir) / "models" / ctx.key[:24]
+            with atomic_dir(out_dir) as tmp:
+                result.model.save(tmp / "model.keras")
+                atomic_write_json(tmp / "metrics.json", result.metrics)
+            run.log_keras_model(result.model)
+            return {
+                "mlflow_run_id": run.run_id,
+                "model": _rel(ctx.project_dir, out_dir / "model.keras"),
+                "metrics": result.metrics,
+                "epochs_run": result.epochs_run,
+                "task": result.task,
+            }
+
+    def optimize(ctx: StageContext) -> StageOutput:
+        import keras
+
+        from tinyops.features.store import load_feature_set
+        from tinyops.optimize.convert import convert
+        from tinyops.optimize.evaluate import compressed_size, evaluate_tflite, tflite_sparsity
+        from tinyops.optimize.pruning import model_sparsity, prune_model
+        from tinyops.train.tracking import RunTracker
+        from tinyops.train.trainer import TrainingData
+
+        train_out = ctx.inputs["train"]
+        fs = load_feature_set(store_root(ctx.project_dir), ctx.inputs["features"]["feature_set"])
+        model = keras.saving.load_model(ctx.project_dir / train_out["model"], compile=True)
+        rep = fs.x("train")[: p.optimize.representative_samples]
+        x_test, y_test = fs.x("test"), fs.y("test")
+        classify = train_out["task"] == "classification"
+        float_acc = train_out["metrics"].get("test_accuracy")
+
+        built: dict[str, tuple[bytes, float | None]] = {}  # variant → (bytes, keras sparsity)
+        variants = list(p.optimize.variants)
+        advance = progress("optimize", len(variants) + (1 if p.optimize.pruning else 0))
+        for variant in variants:
+            built[variant] = (convert(model, variant, rep), model_sparsity(model))
+            advance(1)
+        if p.optimize.pruning is not None:
+            data = TrainingData(
+                fs.x("train"), fs.y("train"), fs.x("validation"), fs.y("validation"),
+                x_test, y_test,
+            )  # fmt: skip
+            pruned = prune_model(model, data, p.optimize.pruning, p.training)
+            built["pruned-int8"] = (convert(pruned, "int8", rep), model_sparsity(pruned))
+            advance(1)
+
+        out_dir = store_root(ctx.project_dir) / "models" / ctx.key[:24]
+        rows: list[dict[str, Any]] = []
+        with atomic_dir(out_dir) as tmp:
+            for variant, (blob, _sparsity) in built.items():
+                (tmp / f"{variant}.tflite").write_bytes(blob)
+                ev = evaluate_tflite(blob, x_test, y_test)
+                acc = ev.accuracy if classify else None
+                rows.append(
+                    {
+                        "variant": variant,
+                        "size_bytes": len(blob),
+                        "sparsity": round(float(tflite_sparsity(blob)), 4),
+                        "compressed_bytes": compressed_size(blob),
+                        "accuracy": None if acc is None else round(float(acc), 4),
+                        "delta_vs_float": (
+                            None
+                            if acc is None or float_acc is None
+                            else round(float(acc) - float(float_acc), 4)
+                        ),
+                        "sha256": sha256_bytes(blob),
+                    }
+                )
+            atomic_write_json(tmp / "variants.json", rows)
+        tracker = RunTracker(
+            tracking_uri(p, ctx.project_dir),
+            experiment=p.tracking.experiment or p.name,
+            project_dir=ctx.project_dir,
+        )
+        with tracker.start(run_id=train_out["mlflow_run_id"]) as run:
+            for row in rows:
+                run.log_artifact(out_dir / f"{row['variant']}.tflite", "tflite")
+                metrics = {"size_bytes": row["size_bytes"], "sparsity": row["sparsity"]}
+                if row["accuracy"] is not None:
+                    metrics["accuracy"] = row["accuracy"]
+                run.log_metrics({f"tflite.{row['variant']}.{k}": v for k, v in metrics.items()})
+            run.log_artifact(out_dir / "variants.json", "tflite")
+        deploy = p.bundle.variant
+        return {
+            "path": _rel(ctx.project_dir, out_dir),
+            "variants": rows,
+            "deploy": {
+                "variant": deploy,
+                "tflite": _rel(ctx.project_dir, out_dir / f"{deploy}.tflite"),
+                "sha256": next(r["sha256"] for r in rows if r["variant"] == deploy),
+            },
+            "float_accuracy": float_acc,
+        }
+
+    def profile_cfg(_project_dir: Path) -> Mapping[str, Any]:
+        return {"target": p.target.model_dump(mode="json")}
+
+    def profile(ctx: StageContext) -> StageOutput:
+        from tinyops.errors import BudgetExceeded
+        from tinyops.targets.budget import check_budgets
+        from tinyops.targets.catalog import load_board
+        from tinyops.targets.profile import profile_tflite
+        from tinyops.train.tracking import RunTracker
+
+        blob = (ctx.project_dir / ctx.inputs["optimize"]["deploy"]["tflite"]).read_bytes()
+        board = load_board(p.target.board)
+        prof = profile_tflite(blob, board)
+        report = check_budgets(prof, p.target.budgets, board)
+        tracker = RunTracker(
+            tracking_uri(p, ctx.project_dir),
+            experiment=p.tracking.experiment or p.name,
+            project_dir=ctx.project_dir,
+        )
+        with tracker.start(run_id=ctx.inputs["train"]["mlflow_run_id"]) as run:
+            run.log_metrics(
+                {
+                    f"profile.{board.id}.{k}": float(v)
+                    for k, v in prof.to_dict().items()
+                    if isinstance(v, int | float) and not isinstance(v, bool)
+                }
+            )
+        if not report.passed:
+            over = [r for r in report.rows if not r.within]
+            detail = ", ".join(f"{r.metric} {r.measured:g} > {r.limit:g} {r.unit}" for r in over)
+            raise BudgetExceeded(f"over budget on {board.id}: {detail}", report)
+        return {
+            "board": board.id,
+            "profile": prof.to_dict(),
+            "gate": {"passed": True, **report.to_dict()},
+        }
+
+    def device_cfg(_project_dir: Path) -> Mapping[str, Any]:
+        return {"gates": p.gates.model_dump(mode="json")}
+
+    def device_validate(ctx: StageContext) -> StageOutput:
+        import keras
+        import numpy as np
+
+        from tinyops.features.store import load_feature_set
+        from tinyops.targets.device_validate import validate_on_device
+        from tinyops.train.tracking import RunTracker
+
+        opt = ctx.inputs["optimize"]
+        blob = (ctx.project_dir / opt["deploy"]["tflite"]).read_bytes()
+        fs = load_feature_set(store_root(ctx.project_dir), ctx.inputs["features"]["feature_set"])
+        x_test, y_test = fs.x("test"), fs.y("test")
+        model = keras.saving.load_model(ctx.project_dir / ctx.inputs["train"]["model"])
+        reference = np.asarray(model.predict(x_test, batch_size=256, verbose=0))
+        result = validate_on_device(blob, x_test, y_test, reference)
+        classify = ctx.inputs["train"]["task"] == "classification"
+        float_acc = opt["float_accuracy"]
+        checks: list[dict[str, Any]] = []
+
+        def check(name: str, value: float | None, limit: float | None, ok: bool) -> None:
+            checks.append({"check": name, "value": value, "limit": limit, "passed": ok})
+
+        g = p.gates
+        if classify and result.accuracy is not None:
+            acc = float(result.accuracy)
+            if g.min_accuracy is not None:
+                check("min_accuracy", acc, g.min_accuracy, acc >= g.min_accuracy)
+            if g.max_accuracy_drop is not None and float_acc is not None:
+                drop = float(float_acc) - acc
+                check("max_accuracy_drop", round(drop, 4), g.max_accuracy_drop,
+                      drop <= g.max_accuracy_drop + 1e-9)  # fmt: skip
+            if g.min_agreement is not None:
+                agr = float(result.agreement)
+                check("min_agreement", agr, g.min_agreement, agr >= g.min_agreement)
+        tracker = RunTracker(
+            tracking_uri(p, ctx.project_dir),
+            experiment=p.tracking.experiment or p.name,
+            project_dir=ctx.project_dir,
+        )
+        summary = {
+            "samples": int(result.n),
+            "accuracy": None if result.accuracy is None else float(result.accuracy),
+            "agreement": float(result.agreement),
+            "max_abs_output_diff": float(result.max_abs_output_diff),
+        }
+        with tracker.start(run_id=ctx.inputs["train"]["mlflow_run_id"]) as run:
+            run.log_metrics(
+                {f"tflm.{k}": float(v) for k, v in summary.items() if v is not None}
+            )
+        gate = {"passed": all(c["passed"] for c in checks), "checks": checks}
+        if not gate["passed"]:
+            bad = [c for c in checks if not c["passed"]]
+            detail = ", ".join(f"{c['check']}: {c['value']} vs limit {c['limit']}" for c in bad)
+            raise GateFailed(f"device validation on TFLM failed: {detail}", gate)
+        return {**summary, "gate": gate}
+
+    def bundle_cfg(project_dir: Path) -> Mapping[str, Any]:
+        from tinyops.bundle.keys import key_id, load_private_key
+
+        key_path = project_dir / p.bundle.signing_key
+        kid = key_id(load_private_key(key_path).public_key()) if key_path.exists() else None
+        return {
+            "name": p.name,
+            "bundle": p.bundle.model_dump(mode="json"),
+            "board": p.target.board,
+            "key_id": kid,
+            "registered_model": p.tracking.registered_model or p.name,
+        }
+
+    def bundle(ctx: StageContext) -> StageOutput:
+        import shutil
+        from datetime import UTC, datetime, timedelta
+
+        from tinyops.bundle.arduino import arduino_library
+        from tinyops.bundle.bundle import write_bundle
+        from tinyops.bundle.carray import model_data_sources
+        from tinyops.bundle.golden import GoldenVectors
+        from tinyops.features.store import load_feature_set
+        from tinyops.optimize.quant import quantize
+        from tinyops.targets.tflm import TflmModel
+        from tinyops.train.tracking import RunTracker
+
+        signing_key = ensure_signing_key(ctx.project_dir / p.bundle.signing_key)
+        opt, prof = ctx.inputs["optimize"], ctx.inputs["profile"]["profile"]
+        blob = (ctx.project_dir / opt["deploy"]["tflite"]).read_bytes()
+        fs = load_feature_set(store_root(ctx.project_dir), ctx.inputs["features"]["feature_set"])
+        tflm = TflmModel(blob)
+        inq, outq = tflm.input_details[0], tflm.output_details[0]
+        k = min(p.bundle.golden_vectors, len(fs.y("test")))
+        x_gold = fs.x("test")[:k]
+        q_in = quantize(x_gold, inq.scale, inq.zero_point)
+        q_out = quantize(tflm.run(x_gold), outq.scale, outq.zero_point)
+        golden = GoldenVectors(
+            inputs=q_in,
+            outputs=q_out,
+            input_quant=(inq.scale, inq.zero_point),
+            output_quant=(outq.scale, outq.zero_point),
+            tolerance=1,
+        )
+        ops = sorted(prof["ops"])
+        files: dict[str, bytes] = {"model.tflite": blob}
+        files.update({n: t.encode() for n, t in model_data_sources(blob).items()})
+        files.update(golden.to_files())
+        files.update(
+            arduino_library(
+                name=p.name,
+                version=p.bundle.version,
+                tflite_bytes=blob,
+                golden=golden,
+                input_details=inq,
+                output_details=outq,
+                arena_bytes=int(prof["arena_bytes"]),
+                ops=ops,
+            )
+        )
+        registered = p.tracking.registered_model or p.name
+        run_id = ctx.inputs["train"]["mlflow_run_id"]
+        tracker = RunTracker(
+            tracking_uri(p, ctx.project_dir),
+            experiment=p.tracking.experiment or p.name,
+            project_dir=ctx.project_dir,
+        )
+        model_version = tracker.register_model(registered, run_id)
+        now = datetime.now(UTC).replace(microsecond=0)
+        out_dir = store_root(ctx.project_dir) / "bundles" / ctx.key[:24]
+        with atomic_dir(out_dir) as tmp:
+            path = write_bundle(
+                tmp,
+                name=p.name,
+                version=p.bundle.version,
+                target=p.target.board,
+                files=files,
+                private_key=signing_key,
+                created_at=now,
+                expires_at=now + timedelta(days=p.bundle.expires_days),
+                model={
+                    "input": _tensor_info(inq),
+                    "output": _tensor_info(outq),
+                    "ops": ops,
+                    "variant": opt["deploy"]["variant"],
+                    "task": ctx.inputs["train"]["task"],
+                },
+                measured={
+                    k: prof[k]
+                    for k in (
+                        "arena_bytes", "ram_bytes", "flash_bytes", "model_bytes",
+                        "latency_ms", "energy_mj",
+                    )
+                },  # fmt: skip
+                dataset_snapshot_id=fs.snapshot_id,
+                feature_pipeline_hash=fs.pipeline_hash,
+                feature_params=fs.params,
+                mlflow={"run_id": run_id, "model_name": registered, "model_version": model_version},
+            )
+            stored = out_dir / path.name
+        dist = ctx.project_dir / p.bundle.output_dir
+        dist.mkdir(parents=True, exist_ok=True)
+        tmp_copy = dist / f".{stored.name}.tmp"
+        shutil.copyfile(stored, tmp_copy)
+        os.replace(tmp_copy, dist / stored.name)
+        with tracker.start(run_id=run_id) as run:
+            run.log_artifact(stored, "bundle")
+        return {
+            "bundle": _rel(ctx.project_dir, dist / stored.name),
+            "stored": _rel(ctx.project_dir, stored),
+            "sha256": sha256_file(stored),
+            "version": p.bundle.version,
+            "model_name": registered,
+            "model_version": model_version,
+            "mlflow_run_id": run_id,
+        }
+
+    def register(ctx: StageContext) -> StageOutput:
+        from tinyops.train.tracking import RunTracker
+
+        b = ctx.inputs["bundle"]
+        tracker = RunTracker(
+            tracking_uri(p, ctx.project_dir),
+            experiment=p.tracking.experiment or p.name,
+            project_dir=ctx.project_dir,
+        )
+        tracker.set_alias(b["model_name"], "candidate", b["model_version"])
+        tracker.set_model_version_tags(
+            b["model_name"],
+            b["model_version"],
+            {
+                "tinyops.bundle_sha256": b["sha256"],
+                "tinyops.bundle_version": b["version"],
+                "tinyops.snapshot_id": ctx.inputs["features"]["snapshot_id"],
+                "tinyops.feature_pipeline_hash": ctx.inputs["features"]["pipeline_hash"],
+            },
+        )
+        return {"model_name": b["model_name"], "model_version": b["model_version"],
+                "alias": "candidate"}  # fmt: skip
+
+    return [
+        Stage("ingest", "1", (), ingest_cfg, ingest, paths=("path",), title="Ingest sources"),
+        Stage("validate", "1", ("ingest",), section("data.validation"), validate),
+        Stage("features", "1", ("validate",), section("features"), features, paths=("path",)),
+        Stage(
+            "train", "1", ("features",), section("model", "training", "tracking"), train,
+            paths=("model",),
+        ),  # fmt: skip
+        Stage(
+            "optimize", "1", ("features", "train"), section("optimize", "bundle.variant"),
+            optimize, paths=("path",),
+        ),  # fmt: skip
+        Stage("profile", "1", ("optimize", "train"), profile_cfg, profile),
+        Stage(
+            "device-validate", "1", ("features", "train", "optimize"), device_cfg,
+            device_validate,
+        ),  # fmt: skip
+        Stage(
+            "bundle", "1", ("features", "train", "optimize", "profile", "device-validate"),
+            bundle_cfg, bundle, paths=("bundle", "stored"),
+        ),  # fmt: skip
+        Stage("register", "1", ("features", "bundle"), section("tracking"), register),
+    ]
+
+
+def ensure_signing_key(path: Path) -> Any:
+    """Load the project's Ed25519 signing key, creating it on first use (like ssh-keygen).
+
+    The private key is written with mode 0600 next to its public half, which is what a
+    fleet server is given as a trusted key.
+    """
+    from tinyops.bundle.keys import generate_keypair, load_private_key
+
+    if not path.exists():
+        generate_keypair(path.parent, name=path.stem)
+    return load_private_key(path)
+
+
+def _tensor_info(d: Any) -> dict[str, Any]:
+    return {
+        "shape": [int(v) for v in d.shape],
+        "dtype": str(d.dtype),
+        "scale": float(d.scale),
+        "zero_point": int(d.zero_point),
+    }
+
+
+class _EpochTick:
+    """A Keras callback that advances a progress bar once per epoch (lazy Keras import)."""
+
+    def __new__(cls, advance: Callable[[int], None]) -> Any:
+        import keras
+
+        class Tick(keras.callbacks.Callback):  # type: ignore[misc]
+            def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+                advance(1)
+
+        return Tick()
+
+
+def _flat_params(project: Project) -> dict[str, Any]:
+    """Project sections that shape the model, flattened to MLflow's key=value params."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            out[prefix] = node
+
+    dumped = project.model_dump(mode="json")
+    for name in ("model", "training", "optimize", "features", "target"):
+        walk(name, dumped[name])
+    return out
+
+
+__all__ = [
+    "STAGE_NAMES",
+    "GateFailed",
+    "TinyopsError",
+    "build_stages",
+    "sha256_bytes",
+    "sha256_file",
+    "store_root",
+    "tracking_uri",
+]

@@ -71,6 +71,16 @@ def test_changing_upstream_param_reruns_dependants(tmp_path: Path) -> None:
     assert rec.stage("b").output["value"] == 6
 
 
+def test_rerun_with_same_output_keeps_dependants_cached(tmp_path: Path) -> None:
+    toy = Toy()
+    first = Pipeline("toy", tmp_path, toy.stages()).run()
+    rec = Pipeline("toy", tmp_path, toy.stages()).run(force=["a"])
+    # a ran again but wrote the same record, so b's key is unchanged
+    assert toy.calls == ["a", "b", "a"]
+    assert rec.stage("b").cache_hit
+    assert rec.stage("b").key == first.stage("b").key
+
+
 def test_cache_entry_with_missing_artifact_is_a_miss(tmp_path: Path) -> None:
     toy = Toy()
     first = Pipeline("toy", tmp_path, toy.stages()).run()
@@ -131,5 +141,5 @@ def test_dependency_on_later_stage_is_rejected(tmp_path: Path) -> None:
 def test_load_run_without_runs_names_the_path(tmp_path: Path) -> None:
     from tinyops.errors import StoreError
 
-    with pytest.raises(StoreError, match="runs/latest.json"):
+    with pytest.raises(StoreError, match=r"runs/latest\.json"):
         load_run(tmp_path / ".tinyops")

@@ -47,7 +47,8 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="machine-readable output 
 
 def _quiet_tensorflow() -> None:
     # TensorFlow prints C++ banners and oneDNN notices on import; none help a CLI user.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Level 3: TF 2.21 logs a harmless "use_unbounded_threadpool" error line on every fit.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
@@ -58,9 +59,7 @@ def _print_json(obj: Any) -> None:
 
 @app.command()
 def init(
-    directory: Annotated[Path, typer.Argument(help="folder to create the project in")] = Path(
-        "."
-    ),
+    directory: Annotated[Path, typer.Argument(help="folder to create the project in")] = Path("."),
     name: Annotated[str | None, typer.Option(help="project name (default: folder name)")] = None,
     force: Annotated[bool, typer.Option(help="overwrite an existing tinyops.yaml")] = False,
 ) -> None:
@@ -87,7 +86,9 @@ def run(
     _quiet_tensorflow()
     from tinyops.pipeline.runner import run_project
 
-    record = run_project(project_dir, until=until, force=force or [], console=None if as_json else out)
+    record = run_project(
+        project_dir, until=until, force=force or [], console=None if as_json else out
+    )
     if as_json:
         _print_json(record)
     if record["status"] != "succeeded":
@@ -119,7 +120,6 @@ def status(project_dir: ProjectDir = Path("."), as_json: JsonFlag = False) -> No
 @data_app.command("validate")
 def data_validate(project_dir: ProjectDir = Path("."), as_json: JsonFlag = False) -> None:
     """Load the sources and run the validation checks (no snapshot is written)."""
-    from tinyops.cli.render import checks_table
     from tinyops.data.dedup import remove_duplicates
     from tinyops.data.sources import load_sources
     from tinyops.data.validate import validate
@@ -232,7 +232,7 @@ def profile(
         blob = model.read_bytes()
     except OSError as exc:
         raise ModelError(f"{model}: cannot read model file ({exc.strerror})") from exc
-    prof = profile_tflite(blob, board)
+    prof = profile_tflite(blob, board, source=str(model))
     budgets = Budgets()
     if project_dir is not None:
         from tinyops.project.loader import load_project

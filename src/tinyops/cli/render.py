@@ -13,6 +13,8 @@ def _fmt(v: Any) -> str:
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
         return f"{v:.4g}"
     if isinstance(v, int):
         return f"{v:,}"
@@ -86,7 +88,7 @@ def variants_table(rows: list[dict[str, Any]]) -> Table:
             f"{r['sparsity']:.1%}",
             _fmt(r["compressed_bytes"]),
             "—" if r["accuracy"] is None else f"{r['accuracy']:.4f}",
-            "—" if delta is None else f"{delta:+.4f}",
+            "—" if delta is None else f"{delta + 0.0:+.4f}",  # + 0.0 turns -0.0 into 0.0
         )
     return t
 

@@ -23,7 +23,8 @@ def quantize(x: NDArray[np.floating], scale: float, zero_point: int) -> NDArray[
     scaled = np.asarray(x, dtype=np.float64) / scale
     # np.round rounds half to even; TFLite rounds half away from zero.
     rounded = np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)
-    return np.clip(rounded + zero_point, INT8_MIN, INT8_MAX).astype(np.int8)
+    out: NDArray[np.int8] = np.clip(rounded + zero_point, INT8_MIN, INT8_MAX).astype(np.int8)
+    return out
 
 
 def dequantize(q: NDArray[np.integer], scale: float, zero_point: int) -> NDArray[np.float32]:

@@ -3,10 +3,13 @@
 A stage is a pure-ish function from (its configuration, the outputs of the stages it
 depends on) to a JSON-safe output record. Its cache key is the sha256 of
 
-    stage name ‖ stage code version ‖ canonical JSON of its config ‖ upstream output keys
+    stage name ‖ stage code version ‖ canonical JSON of its config ‖ digests of the
+    upstream stages' output records
 
 so a re-run with nothing changed does no work, and changing one parameter re-runs only the
-stages whose key it enters (and, through their new output keys, their dependants). Outputs
+stages whose key it enters and, when their output changes, their dependants. A stage that
+re-runs and produces the same output (say, ingest after a file was touched but not
+changed: same content, same snapshot id) leaves everything downstream cached. Outputs
 point at immutable, content-addressed entries in the store; a cache entry is trusted only
 while every path it names still exists.
 
@@ -158,7 +161,6 @@ class Pipeline:
         run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
         record = RunRecord(run_id=run_id, project=self.project, started_at=_now())
         outputs: dict[str, StageOutput] = {}
-        keys: dict[str, str] = {}
         failed = False
         try:
             for stage in self.stages:
@@ -172,11 +174,13 @@ class Pipeline:
                             "stage": stage.name,
                             "version": stage.version,
                             "config": config,
-                            "upstream": {d: keys[d] for d in stage.depends_on},
+                            "upstream": {
+                                d: sha256_bytes(canonical_json(outputs[d]))
+                                for d in stage.depends_on
+                            },
                         }
                     )
                 )
-                keys[stage.name] = key
                 rec = StageRecord(stage.name, key=key)
                 record.stages.append(rec)
                 if listener:

@@ -54,8 +54,9 @@ def run_project(
             from tinyops.cli.render import stage_summary
 
             mark = {"cached": "[cyan]cached[/]", "ok": "[green]done[/]"}.get(rec.status, rec.status)
+            summary = stage_summary(rec.to_dict())
             console.print(
-                f"  {rec.name:<16} {mark:<18} {rec.duration_s:6.2f}s  {stage_summary(rec.to_dict())}"
+                f"  {rec.name:<16} {mark:<18} {rec.duration_s:6.2f}s  {summary}", soft_wrap=True
             )
 
     console.print(f"[bold]tinyops run[/] {project.name} ({root})")
@@ -119,7 +120,9 @@ def export_bundle(project_dir: Path, bundle: Path | None, fmt: str, dest: Path) 
         record = load_run(root / ".tinyops")
         stage = next((s for s in record["stages"] if s["name"] == "bundle"), None)
         if not stage or not stage.get("output"):
-            raise BundleError("the last run made no bundle: run `tinyops run` first or pass --bundle")
+            raise BundleError(
+                "the last run made no bundle: run `tinyops run` first or pass --bundle"
+            )
         bundle = root / stage["output"]["bundle"]
     pub = (root / project.bundle.signing_key).with_suffix(".pub")
     verified = verify_bundle(bundle, [load_public_key(pub)])
@@ -138,7 +141,9 @@ def export_bundle(project_dir: Path, bundle: Path | None, fmt: str, dest: Path) 
     return written
 
 
-def promote_model(project_dir: Path, version: str | None, alias: str) -> tuple[str, str, str | None]:
+def promote_model(
+    project_dir: Path, version: str | None, alias: str
+) -> tuple[str, str, str | None]:
     """Point `alias` at `version` (default: the `candidate` alias) in the MLflow registry."""
     from tinyops.train.tracking import RunTracker
 

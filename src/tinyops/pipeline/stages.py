@@ -120,7 +120,7 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
         return {
             "snapshot_id": snap.id,
             "path": _rel(ctx.project_dir, snap.path),
-            "samples": int(len(snap.split)),
+            "samples": len(snap.split),
             "classes": list(ds.classes),
             "dedup": dedup,
         }
@@ -162,9 +162,13 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
 
         fs = load_feature_set(store_root(ctx.project_dir), ctx.inputs["features"]["feature_set"])
         data = TrainingData(
-            fs.x("train"), fs.y("train"), fs.x("validation"), fs.y("validation"),
-            fs.x("test"), fs.y("test"),
-        )  # fmt: skip
+            fs.x("train"),
+            fs.y("train"),
+            fs.x("validation"),
+            fs.y("validation"),
+            fs.x("test"),
+            fs.y("test"),
+        )
         tracker = RunTracker(
             tracking_uri(p, ctx.project_dir),
             experiment=p.tracking.experiment or p.name,
@@ -178,7 +182,11 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
                     "tinyops.feature_pipeline_hash": fs.pipeline_hash,
                     "tinyops.feature_set": fs.key,
                     "tinyops.pipeline_run": ctx.run_id,
-                    **({"mlflow.source.git.commit": c} if (c := git_commit(ctx.project_dir)) else {}),
+                    **(
+                        {"mlflow.source.git.commit": c}
+                        if (c := git_commit(ctx.project_dir))
+                        else {}
+                    ),
                 }
             )
             run.log_dataset(fs.snapshot_id, fs.manifest, data.x_train, data.y_train)
@@ -206,7 +214,7 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
         from tinyops.features.store import load_feature_set
         from tinyops.optimize.convert import convert
         from tinyops.optimize.evaluate import compressed_size, evaluate_tflite, tflite_sparsity
-        from tinyops.optimize.pruning import model_sparsity, prune_model
+        from tinyops.optimize.pruning import prune_model
         from tinyops.train.tracking import RunTracker
         from tinyops.train.trainer import TrainingData
 
@@ -215,34 +223,38 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
         model = keras.saving.load_model(ctx.project_dir / train_out["model"], compile=True)
         rep = fs.x("train")[: p.optimize.representative_samples]
         x_test, y_test = fs.x("test"), fs.y("test")
-        classify = train_out["task"] == "classification"
+        task = train_out["task"]
+        classify = task == "classification"
         float_acc = train_out["metrics"].get("test_accuracy")
 
-        built: dict[str, tuple[bytes, float | None]] = {}  # variant → (bytes, keras sparsity)
-        variants = list(p.optimize.variants)
-        advance = progress("optimize", len(variants) + (1 if p.optimize.pruning else 0))
-        for variant in variants:
-            built[variant] = (convert(model, variant, rep), model_sparsity(model))
+        built: dict[str, bytes] = {}  # variant name → .tflite bytes
+        advance = progress("optimize", len(p.optimize.variants) + (1 if p.optimize.pruning else 0))
+        for variant in p.optimize.variants:
+            built[variant] = convert(model, variant, rep)
             advance(1)
         if p.optimize.pruning is not None:
             data = TrainingData(
-                fs.x("train"), fs.y("train"), fs.x("validation"), fs.y("validation"),
-                x_test, y_test,
-            )  # fmt: skip
-            pruned = prune_model(model, data, p.optimize.pruning, p.training)
-            built["pruned-int8"] = (convert(pruned, "int8", rep), model_sparsity(pruned))
+                fs.x("train"),
+                fs.y("train"),
+                fs.x("validation"),
+                fs.y("validation"),
+                x_test,
+                y_test,
+            )
+            pruned = prune_model(model, data, p.optimize.pruning, p.training, task=task)
+            built["pruned-int8"] = convert(pruned, "int8", rep)
             advance(1)
 
         out_dir = store_root(ctx.project_dir) / "models" / ctx.key[:24]
         rows: list[dict[str, Any]] = []
         with atomic_dir(out_dir) as tmp:
-            for variant, (blob, _sparsity) in built.items():
-                (tmp / f"{variant}.tflite").write_bytes(blob)
-                ev = evaluate_tflite(blob, x_test, y_test)
+            for name, blob in built.items():
+                (tmp / f"{name}.tflite").write_bytes(blob)
+                ev = evaluate_tflite(blob, x_test, y_test, task=task)
                 acc = ev.accuracy if classify else None
                 rows.append(
                     {
-                        "variant": variant,
+                        "variant": name,
                         "size_bytes": len(blob),
                         "sparsity": round(float(tflite_sparsity(blob)), 4),
                         "compressed_bytes": compressed_size(blob),
@@ -269,7 +281,7 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
                     metrics["accuracy"] = row["accuracy"]
                 run.log_metrics({f"tflite.{row['variant']}.{k}": v for k, v in metrics.items()})
             run.log_artifact(out_dir / "variants.json", "tflite")
-        deploy = p.bundle.variant
+        deploy: str = p.bundle.variant
         return {
             "path": _rel(ctx.project_dir, out_dir),
             "variants": rows,
@@ -293,7 +305,8 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
 
         blob = (ctx.project_dir / ctx.inputs["optimize"]["deploy"]["tflite"]).read_bytes()
         board = load_board(p.target.board)
-        prof = profile_tflite(blob, board)
+        source = str(ctx.project_dir / ctx.inputs["optimize"]["deploy"]["tflite"])
+        prof = profile_tflite(blob, board, source=source)
         report = check_budgets(prof, p.target.budgets, board)
         tracker = RunTracker(
             tracking_uri(p, ctx.project_dir),
@@ -335,7 +348,8 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
         x_test, y_test = fs.x("test"), fs.y("test")
         model = keras.saving.load_model(ctx.project_dir / ctx.inputs["train"]["model"])
         reference = np.asarray(model.predict(x_test, batch_size=256, verbose=0))
-        result = validate_on_device(blob, x_test, y_test, reference)
+        source = str(ctx.project_dir / opt["deploy"]["tflite"])
+        result = validate_on_device(blob, x_test, y_test, reference, source=source)
         classify = ctx.inputs["train"]["task"] == "classification"
         float_acc = opt["float_accuracy"]
         checks: list[dict[str, Any]] = []
@@ -350,9 +364,13 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
                 check("min_accuracy", acc, g.min_accuracy, acc >= g.min_accuracy)
             if g.max_accuracy_drop is not None and float_acc is not None:
                 drop = float(float_acc) - acc
-                check("max_accuracy_drop", round(drop, 4), g.max_accuracy_drop,
-                      drop <= g.max_accuracy_drop + 1e-9)  # fmt: skip
-            if g.min_agreement is not None:
+                check(
+                    "max_accuracy_drop",
+                    round(drop, 4),
+                    g.max_accuracy_drop,
+                    drop <= g.max_accuracy_drop + 1e-9,
+                )
+            if g.min_agreement is not None and result.agreement is not None:
                 agr = float(result.agreement)
                 check("min_agreement", agr, g.min_agreement, agr >= g.min_agreement)
         tracker = RunTracker(
@@ -362,14 +380,12 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
         )
         summary = {
             "samples": int(result.n),
-            "accuracy": None if result.accuracy is None else float(result.accuracy),
-            "agreement": float(result.agreement),
-            "max_abs_output_diff": float(result.max_abs_output_diff),
+            "accuracy": result.accuracy,
+            "agreement": result.agreement,
+            "max_abs_output_diff": result.max_abs_output_diff,
         }
         with tracker.start(run_id=ctx.inputs["train"]["mlflow_run_id"]) as run:
-            run.log_metrics(
-                {f"tflm.{k}": float(v) for k, v in summary.items() if v is not None}
-            )
+            run.log_metrics({f"tflm.{k}": float(v) for k, v in summary.items() if v is not None})
         gate = {"passed": all(c["passed"] for c in checks), "checks": checks}
         if not gate["passed"]:
             bad = [c for c in checks if not c["passed"]]
@@ -398,6 +414,7 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
         from tinyops.bundle.bundle import write_bundle
         from tinyops.bundle.carray import model_data_sources
         from tinyops.bundle.golden import GoldenVectors
+        from tinyops.bundle.manifest import TensorSpec
         from tinyops.features.store import load_feature_set
         from tinyops.optimize.quant import quantize
         from tinyops.targets.tflm import TflmModel
@@ -407,12 +424,15 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
         opt, prof = ctx.inputs["optimize"], ctx.inputs["profile"]["profile"]
         blob = (ctx.project_dir / opt["deploy"]["tflite"]).read_bytes()
         fs = load_feature_set(store_root(ctx.project_dir), ctx.inputs["features"]["feature_set"])
-        tflm = TflmModel(blob)
+        source = str(ctx.project_dir / opt["deploy"]["tflite"])
+        tflm = TflmModel(blob, source=source, isolate=False)  # profiled already
         inq, outq = tflm.input_details[0], tflm.output_details[0]
+        in_spec, out_spec = _spec(TensorSpec, inq), _spec(TensorSpec, outq)
         k = min(p.bundle.golden_vectors, len(fs.y("test")))
         x_gold = fs.x("test")[:k]
-        q_in = quantize(x_gold, inq.scale, inq.zero_point)
-        q_out = quantize(tflm.run(x_gold), outq.scale, outq.zero_point)
+        # Golden vectors are whole tensors, batch dimension (1) included.
+        q_in = quantize(x_gold, inq.scale, inq.zero_point).reshape(k, *inq.shape)
+        q_out = quantize(tflm.run(x_gold), outq.scale, outq.zero_point).reshape(k, *outq.shape)
         golden = GoldenVectors(
             inputs=q_in,
             outputs=q_out,
@@ -430,8 +450,8 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
                 version=p.bundle.version,
                 tflite_bytes=blob,
                 golden=golden,
-                input_details=inq,
-                output_details=outq,
+                input_spec=in_spec,
+                output_spec=out_spec,
                 arena_bytes=int(prof["arena_bytes"]),
                 ops=ops,
             )
@@ -457,8 +477,8 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
                 created_at=now,
                 expires_at=now + timedelta(days=p.bundle.expires_days),
                 model={
-                    "input": _tensor_info(inq),
-                    "output": _tensor_info(outq),
+                    "input": in_spec,
+                    "output": out_spec,
                     "ops": ops,
                     "variant": opt["deploy"]["variant"],
                     "task": ctx.inputs["train"]["task"],
@@ -466,10 +486,14 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
                 measured={
                     k: prof[k]
                     for k in (
-                        "arena_bytes", "ram_bytes", "flash_bytes", "model_bytes",
-                        "latency_ms", "energy_mj",
+                        "arena_bytes",
+                        "ram_bytes",
+                        "flash_bytes",
+                        "model_bytes",
+                        "latency_ms",
+                        "energy_mj",
                     )
-                },  # fmt: skip
+                },
                 dataset_snapshot_id=fs.snapshot_id,
                 feature_pipeline_hash=fs.pipeline_hash,
                 feature_params=fs.params,
@@ -513,30 +537,48 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
                 "tinyops.feature_pipeline_hash": ctx.inputs["features"]["pipeline_hash"],
             },
         )
-        return {"model_name": b["model_name"], "model_version": b["model_version"],
-                "alias": "candidate"}  # fmt: skip
+        return {
+            "model_name": b["model_name"],
+            "model_version": b["model_version"],
+            "alias": "candidate",
+        }
 
     return [
         Stage("ingest", "1", (), ingest_cfg, ingest, paths=("path",), title="Ingest sources"),
         Stage("validate", "1", ("ingest",), section("data.validation"), validate),
         Stage("features", "1", ("validate",), section("features"), features, paths=("path",)),
         Stage(
-            "train", "1", ("features",), section("model", "training", "tracking"), train,
+            "train",
+            "1",
+            ("features",),
+            section("model", "training", "tracking"),
+            train,
             paths=("model",),
-        ),  # fmt: skip
+        ),
         Stage(
-            "optimize", "1", ("features", "train"), section("optimize", "bundle.variant"),
-            optimize, paths=("path",),
-        ),  # fmt: skip
+            "optimize",
+            "1",
+            ("features", "train"),
+            section("optimize", "bundle.variant"),
+            optimize,
+            paths=("path",),
+        ),
         Stage("profile", "1", ("optimize", "train"), profile_cfg, profile),
         Stage(
-            "device-validate", "1", ("features", "train", "optimize"), device_cfg,
+            "device-validate",
+            "1",
+            ("features", "train", "optimize"),
+            device_cfg,
             device_validate,
-        ),  # fmt: skip
+        ),
         Stage(
-            "bundle", "1", ("features", "train", "optimize", "profile", "device-validate"),
-            bundle_cfg, bundle, paths=("bundle", "stored"),
-        ),  # fmt: skip
+            "bundle",
+            "1",
+            ("features", "train", "optimize", "profile", "device-validate"),
+            bundle_cfg,
+            bundle,
+            paths=("bundle", "stored"),
+        ),
         Stage("register", "1", ("features", "bundle"), section("tracking"), register),
     ]
 
@@ -554,13 +596,9 @@ def ensure_signing_key(path: Path) -> Any:
     return load_private_key(path)
 
 
-def _tensor_info(d: Any) -> dict[str, Any]:
-    return {
-        "shape": [int(v) for v in d.shape],
-        "dtype": str(d.dtype),
-        "scale": float(d.scale),
-        "zero_point": int(d.zero_point),
-    }
+def _spec(cls: Any, d: Any) -> Any:
+    """A TFLM tensor's details as the manifest's TensorSpec."""
+    return cls(shape=tuple(d.shape), dtype=d.dtype, scale=d.scale, zero_point=d.zero_point)
 
 
 class _EpochTick:

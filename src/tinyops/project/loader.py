@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -84,10 +85,23 @@ def key_path(loc: tuple[int | str, ...]) -> str:
 
 
 def _is_union_tag(part: str) -> bool:
-    from tinyops.data.config import SOURCE_KINDS
-    from tinyops.features.config import BLOCK_NAMES
+    return part in _union_tags()
 
-    return part in SOURCE_KINDS or part in BLOCK_NAMES
+
+@functools.cache
+def _union_tags() -> frozenset[str]:
+    """The `kind` of every source and the `block` of every feature block."""
+    from typing import get_args
+
+    from tinyops.data.config import SourceConfig
+    from tinyops.features.config import BlockConfig
+
+    tags: set[str] = set()
+    for union, field in ((SourceConfig, "kind"), (BlockConfig, "block")):
+        members = get_args(get_args(union)[0])  # Annotated[Union[...], discriminator]
+        for model in members:
+            tags.update(get_args(model.model_fields[field].annotation))
+    return frozenset(tags)
 
 
 def _check_cross_section(file: Path, project: Project) -> None:

@@ -13,9 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tinyops.data.config import SourceConfig
-from tinyops.data.snapshot import SplitConfig
-from tinyops.data.validate import ValidationConfig
+from tinyops.data.config import SourceConfig, SplitConfig, ValidationConfig
 from tinyops.features.config import BlockConfig
 from tinyops.optimize.config import OptimizeConfig
 from tinyops.targets.budget import Budgets

@@ -117,13 +117,7 @@ def export_bundle(project_dir: Path, bundle: Path | None, fmt: str, dest: Path) 
         raise TinyopsError(f"--format: unknown format {fmt!r} (expected one of {sorted(formats)})")
     project, root = load_project(project_dir)
     if bundle is None:
-        record = load_run(root / ".tinyops")
-        stage = next((s for s in record["stages"] if s["name"] == "bundle"), None)
-        if not stage or not stage.get("output"):
-            raise BundleError(
-                "the last run made no bundle: run `tinyops run` first or pass --bundle"
-            )
-        bundle = root / stage["output"]["bundle"]
+        bundle = root / last_bundle(root)
     pub = (root / project.bundle.signing_key).with_suffix(".pub")
     verified = verify_bundle(bundle, [load_public_key(pub)])
     wanted: Callable[[str], bool] = {
@@ -139,6 +133,19 @@ def export_bundle(project_dir: Path, bundle: Path | None, fmt: str, dest: Path) 
             atomic_write_bytes(target, blob)
             written.append(target)
     return written
+
+
+def last_bundle(root: Path) -> str:
+    """The bundle of the newest run that made one (a later failed run made none)."""
+    import json
+
+    runs = sorted((root / ".tinyops" / "runs").glob("2*.json"), reverse=True)
+    for path in runs:
+        record = json.loads(path.read_text())
+        for stage in record["stages"]:
+            if stage["name"] == "bundle" and stage["status"] in ("ok", "cached"):
+                return str(stage["output"]["bundle"])
+    raise BundleError("no run has made a bundle yet: run `tinyops run` first or pass --bundle")
 
 
 def promote_model(

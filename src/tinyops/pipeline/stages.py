@@ -297,8 +297,7 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
         return {"target": p.target.model_dump(mode="json")}
 
     def profile(ctx: StageContext) -> StageOutput:
-        from tinyops.errors import BudgetExceeded
-        from tinyops.targets.budget import check_budgets
+        from tinyops.targets.budget import check_budgets, require_within
         from tinyops.targets.catalog import load_board
         from tinyops.targets.profile import profile_tflite
         from tinyops.train.tracking import RunTracker
@@ -321,10 +320,7 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
                     if isinstance(v, int | float) and not isinstance(v, bool)
                 }
             )
-        if not report.passed:
-            over = [r for r in report.rows if not r.within]
-            detail = ", ".join(f"{r.metric} {r.measured:g} > {r.limit:g} {r.unit}" for r in over)
-            raise BudgetExceeded(f"over budget on {board.id}: {detail}", report)
+        require_within(report)  # BudgetExceeded names each metric over and by how much
         return {
             "board": board.id,
             "profile": prof.to_dict(),
@@ -394,10 +390,10 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
         return {**summary, "gate": gate}
 
     def bundle_cfg(project_dir: Path) -> Mapping[str, Any]:
-        from tinyops.bundle.keys import key_id, load_private_key
+        from tinyops.bundle.keys import key_id
 
-        key_path = project_dir / p.bundle.signing_key
-        kid = key_id(load_private_key(key_path).public_key()) if key_path.exists() else None
+        # The key is part of what a bundle is, so it exists before the key is computed.
+        kid = key_id(ensure_signing_key(project_dir / p.bundle.signing_key).public_key())
         return {
             "name": p.name,
             "bundle": p.bundle.model_dump(mode="json"),
@@ -414,13 +410,14 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
         from tinyops.bundle.bundle import write_bundle
         from tinyops.bundle.carray import model_data_sources
         from tinyops.bundle.golden import GoldenVectors
+        from tinyops.bundle.keys import load_private_key
         from tinyops.bundle.manifest import TensorSpec
         from tinyops.features.store import load_feature_set
         from tinyops.optimize.quant import quantize
         from tinyops.targets.tflm import TflmModel
         from tinyops.train.tracking import RunTracker
 
-        signing_key = ensure_signing_key(ctx.project_dir / p.bundle.signing_key)
+        signing_key = load_private_key(ctx.project_dir / p.bundle.signing_key)
         opt, prof = ctx.inputs["optimize"], ctx.inputs["profile"]["profile"]
         blob = (ctx.project_dir / opt["deploy"]["tflite"]).read_bytes()
         fs = load_feature_set(store_root(ctx.project_dir), ctx.inputs["features"]["feature_set"])

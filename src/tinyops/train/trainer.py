@@ -165,6 +165,9 @@ def train_model(
 
     task = model_cfg.task
     data.check(task)
+    # Layer names come from process-wide counters ("conv2d", "conv2d_1", ...) and end up
+    # in the .tflite; a fresh session makes a second training in one process byte-identical.
+    keras.backend.clear_session()
     seed_everything(train_cfg.seed, train_cfg.deterministic)
     num_classes = data.classes() if task == "classification" else 0
     model = build_model(model_cfg, data.input_shape, num_classes)

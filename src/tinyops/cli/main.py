@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tinyops.errors import GateFailed, TinyopsError
 
@@ -38,6 +39,11 @@ app.add_typer(bundle_app, name="bundle")
 
 out = Console()
 err = Console(stderr=True)
+
+# User-supplied text (paths, error messages) goes through rich.markup.escape: Rich would
+# otherwise read "[lo, hi]" in a message as a style tag and silently drop it. Lines that
+# carry a path or an error use soft_wrap, so they stay one line (and one grep) in CI logs
+# rather than being cut at 80 columns.
 
 ProjectDir = Annotated[
     Path, typer.Argument(help="project folder (holds tinyops.yaml)", show_default=True)
@@ -68,8 +74,8 @@ def init(
 
     written = write_starter(directory, name=name, force=force)
     for path in written:
-        out.print(f"wrote {path}")
-    out.print(f"next: [bold]tinyops run {directory}[/]")
+        out.print(f"wrote {escape(str(path))}", soft_wrap=True)
+    out.print(f"next: [bold]tinyops run {escape(str(directory))}[/]", soft_wrap=True)
 
 
 @app.command()
@@ -137,10 +143,13 @@ def data_validate(project_dir: ProjectDir = Path("."), as_json: JsonFlag = False
     else:
         out.print(report.render())
         if dedup:
-            out.print(f"duplicates: {dedup}")
+            out.print(f"duplicates: {escape(str(dedup))}")
     if not report.passed:
-        if not as_json:
-            err.print("[red]data validation failed[/]")
+        # Named on stderr in both modes (stdout stays parseable with --json).
+        failed = "; ".join(f"{c.name}: {c.detail}" for c in report.failed)
+        err.print(
+            f"[red]data validation failed:[/] {escape(failed)}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(GateFailed.exit_code)
 
 
@@ -223,7 +232,7 @@ def profile(
     """Run MODEL in the TFLM runtime: arena bytes, flash, latency, energy, operators."""
     from tinyops.cli.render import budget_table
     from tinyops.errors import ModelError
-    from tinyops.targets.budget import Budgets, check_budgets
+    from tinyops.targets.budget import Budgets, check_budgets, require_within
     from tinyops.targets.catalog import load_board
     from tinyops.targets.profile import profile_tflite
 
@@ -243,7 +252,7 @@ def profile(
         _print_json({"board": board.id, "profile": prof.to_dict(), "budgets": report.to_dict()})
     else:
         d = prof.to_dict()
-        out.print(f"[bold]{model}[/] on [bold]{board.name}[/] ({board.id})")
+        out.print(f"[bold]{escape(str(model))}[/] on [bold]{board.name}[/] ({board.id})")
         out.print(f"  TFLM arena (measured) {d['arena_bytes']:>12,} B")
         out.print(f"  RAM total             {d['ram_bytes']:>12,} B of {board.sram_bytes:,}")
         out.print(f"  model                 {d['model_bytes']:>12,} B")
@@ -254,8 +263,12 @@ def profile(
         ops = ", ".join(f"{k}×{v}" for k, v in sorted(d["ops"].items()))
         out.print(f"  operators             {ops}")
         out.print(budget_table(report.to_dict()))
-    if not report.passed:
-        raise typer.Exit(GateFailed.exit_code)
+    try:
+        require_within(report)
+    except GateFailed as exc:
+        # Named on stderr in both modes, so --json output stays parseable.
+        err.print(f"[red]gate failed:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
 
 
 @app.command()
@@ -299,7 +312,7 @@ def export(
 
     written = export_bundle(project_dir, bundle, fmt, dest)
     for path in written:
-        out.print(f"wrote {path}")
+        out.print(f"wrote {escape(str(path))}", soft_wrap=True)
 
 
 @app.command()
@@ -329,10 +342,22 @@ def keys_create(
 ) -> None:
     """Create an Ed25519 key pair: NAME.key (private, mode 0600) and NAME.pub."""
     from tinyops.bundle.keys import generate_keypair, key_id
+    from tinyops.errors import BundleError
 
+    if not overwrite:
+        # Checked here too so the message names the CLI flag rather than the API argument.
+        for path in (directory / f"{name}.key", directory / f"{name}.pub"):
+            if path.exists():
+                raise BundleError(
+                    f"{path} already exists: refusing to replace a signing key, which would "
+                    "orphan every bundle it signed (pass --overwrite to rotate it deliberately)"
+                )
     pair = generate_keypair(directory, name=name, overwrite=overwrite)
-    out.print(f"private key {pair.private_path} (keep secret)")
-    out.print(f"public key  {pair.public_path} (give this to the fleet server)")
+    out.print(f"private key {escape(str(pair.private_path))} (keep secret)", soft_wrap=True)
+    out.print(
+        f"public key  {escape(str(pair.public_path))} (give this to the fleet server)",
+        soft_wrap=True,
+    )
     out.print(f"key id      {key_id(pair.public_key)}")
 
 
@@ -367,17 +392,18 @@ def bundle_verify(
         f"[green]valid[/] {manifest['name']} {manifest['version']} for {manifest['target']}"
         f" · {len(manifest['files'])} files · key {manifest['key_id']}"
     )
-    out.print(f"measured: {manifest['measured']}")
+    out.print(f"measured: {escape(str(manifest['measured']))}")
 
 
 def main() -> None:
     try:
         app()
     except GateFailed as exc:
-        err.print(f"[red]gate failed:[/] {exc}")
+        # soft_wrap: an error is one grep-able line in a CI log, not wrapped at 80 columns.
+        err.print(f"[red]gate failed:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except TinyopsError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -44,7 +45,7 @@ def stages_table(run: dict[str, Any]) -> Table:
 def stage_summary(s: dict[str, Any]) -> str:
     o = s.get("output") or {}
     if s["status"] == "failed":
-        return f"[red]{s.get('error') or ''}[/]"
+        return f"[red]{escape(s.get('error') or '')}[/]"
     name = s["name"]
     if name == "ingest" and o:
         return f"snapshot {o['snapshot_id'][:12]} · {o['samples']:,} samples"

@@ -96,7 +96,8 @@ def _print_summary(console: Console, record: dict[str, Any]) -> None:
         where = f" · bundle {b['bundle']}" if b else ""
         console.print(
             f"[green]succeeded[/] in {_total_s(record):.1f}s · {hits}/{len(record['stages'])}"
-            f" stages cached{where}"
+            f" stages cached{where}",
+            soft_wrap=True,
         )
     else:
         console.print(f"[red]failed[/]: {record.get('error')}")

@@ -19,7 +19,9 @@ from tinyops.optimize.config import OptimizeConfig
 from tinyops.targets.budget import Budgets
 from tinyops.train.config import ModelConfig, TrainingConfig
 
-_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+PROJECT_NAME_PATTERN = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+"""A project name (also the default MLflow experiment and registered model name).
+Use fullmatch: a `$` anchor would accept a trailing newline."""
 
 
 class _Section(BaseModel):
@@ -91,6 +93,9 @@ class Project(_Section):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError("expected a lowercase identifier like 'digits' or 'kws-yes-no'")
+        if not PROJECT_NAME_PATTERN.fullmatch(v):
+            raise ValueError(
+                "expected a lowercase identifier like 'digits' or 'kws-yes-no': a letter, "
+                "then up to 62 lowercase letters, digits, - or _"
+            )
         return v

@@ -1,0 +1,169 @@
+"""Benchmarks for the figures the issues name. Run with `make bench`.
+
+Each benchmark runs the real command in a subprocess on this machine and reports wall
+time and peak memory (the largest resident set of any child process, from getrusage).
+Results are printed as a Markdown table and written to benchmarks/results/latest.json;
+docs/benchmarks.md records them with the machine and the command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+TINYOPS = Path(sys.executable).parent / "tinyops"
+DIGITS = REPO / "examples" / "digits"
+
+
+def run_timed(args: list[str], cwd: Path) -> tuple[float, int, subprocess.CompletedProcess[str]]:
+    """Wall seconds, peak RSS in bytes (of the child), and the completed process."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    t0 = time.perf_counter()
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    # ru_maxrss of children is a high-water mark over all children so far: only a rise
+    # is attributable to this child, so benchmarks run the heaviest command first.
+    return wall, max(peak_kb, before) * 1024, proc
+
+
+def bench_demo() -> list[dict[str, Any]]:
+    """`make demo` after install: a cold pipeline run, then a warm one with no change."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="tinyops-bench-") as tmp:
+        project = Path(tmp) / "digits"
+        project.mkdir()
+        shutil.copy(DIGITS / "tinyops.yaml", project / "tinyops.yaml")
+        wall, peak, proc = run_timed([str(TINYOPS), "run", ".", "--json"], project)
+        record = json.loads(proc.stdout)
+        stages = {s["name"]: s for s in record["stages"]}
+        rows.append(
+            {
+                "benchmark": "demo pipeline, cold (digits, fresh project)",
+                "value": round(wall, 2),
+                "unit": "s",
+                "goal": "≤ 90 s",
+                "ok": wall <= 90,
+            }
+        )
+        rows.append(
+            {
+                "benchmark": "demo pipeline, peak memory",
+                "value": round(peak / 2**20),
+                "unit": "MiB",
+                "goal": "≤ 2048 MiB",
+                "ok": peak <= 2 * 2**30,
+            }
+        )
+        warm = []
+        for _ in range(3):
+            w, _peak, proc2 = run_timed([str(TINYOPS), "run", ".", "--json"], project)
+            again = json.loads(proc2.stdout)
+            assert all(s["cache_hit"] for s in again["stages"]), "warm run was not all cached"
+            warm.append(w)
+        rows.append(
+            {
+                "benchmark": "demo pipeline, warm re-run with no change (median of 3)",
+                "value": round(sorted(warm)[1], 2),
+                "unit": "s",
+                "goal": "≤ 3 s",
+                "ok": sorted(warm)[1] <= 3,
+            }
+        )
+        float_acc = stages["train"]["output"]["metrics"]["test_accuracy"]
+        tflm_acc = stages["device-validate"]["output"]["accuracy"]
+        rows.append(
+            {
+                "benchmark": "int8 accuracy on TFLM minus float accuracy (digits test split)",
+                "value": round((tflm_acc - float_acc) * 100, 2),
+                "unit": "points",
+                "goal": "within ±1 point",
+                "ok": abs(tflm_acc - float_acc) <= 0.01,
+                "detail": f"float {float_acc:.4f}, int8 on TFLM {tflm_acc:.4f}",
+            }
+        )
+        stage_times = {s["name"]: s["duration_s"] for s in record["stages"]}
+        rows.append(
+            {
+                "benchmark": "cold run, seconds per stage",
+                "value": stage_times,
+                "unit": "s",
+                "goal": "",
+                "ok": True,
+            }
+        )
+    return rows
+
+
+def bench_help() -> list[dict[str, Any]]:
+    times = []
+    for _ in range(5):
+        w, _, _ = run_timed([str(TINYOPS), "--help"], REPO)
+        times.append(w)
+    med = sorted(times)[2]
+    return [
+        {
+            "benchmark": "`tinyops --help` start-up (median of 5)",
+            "value": round(med, 3),
+            "unit": "s",
+            "goal": "well under 1 s",
+            "ok": med < 1,
+        }
+    ]
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem / 2**30, 1),
+        "python": platform.python_version(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def main() -> None:
+    results = {"machine": machine(), "rows": bench_demo() + bench_help()}
+    out = REPO / "benchmarks" / "results" / "latest.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    m = results["machine"]
+    print(f"machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}")
+    print("| benchmark | value | goal | met |")
+    print("| --- | --- | --- | --- |")
+    for r in results["rows"]:
+        value = r["value"]
+        shown = (
+            ", ".join(f"{k} {v:.2f}" for k, v in value.items())
+            if isinstance(value, dict)
+            else f"{value} {r['unit']}"
+        )
+        if r.get("detail"):
+            shown += f" ({r['detail']})"
+        print(f"| {r['benchmark']} | {shown} | {r['goal']} | {'yes' if r['ok'] else 'NO'} |")
+
+
+if __name__ == "__main__":
+    main()

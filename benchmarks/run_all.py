@@ -125,6 +125,40 @@ def bench_help() -> list[dict[str, Any]]:
     ]
 
 
+PUBLISHED_TFLM_L4R5ZI_MS = {  # MLPerf Tiny v1.0, TFLM reference, NUCLEO-L4R5ZI @ 120 MHz
+    "kws_ref_model.tflite": 181.9,
+    "vww_96_int8.tflite": 600.6,
+    "pretrainedResnet_quant.tflite": 704.0,
+}
+
+
+def bench_cost_model() -> list[dict[str, Any]]:
+    """Estimated vs published latency on the MLPerf Tiny models (needs ../shared/fixtures)."""
+    from tinyops.targets.catalog import load_board
+    from tinyops.targets.profile import profile_tflite
+
+    fixtures = REPO.parent / "shared" / "fixtures" / "mlperf-tiny"
+    if not fixtures.is_dir():
+        print(f"skipping cost-model comparison: {fixtures} not found", file=sys.stderr)
+        return []
+    board = load_board("nucleo-l4r5zi")
+    rows = []
+    for name, published in PUBLISHED_TFLM_L4R5ZI_MS.items():
+        prof = profile_tflite((fixtures / name).read_bytes(), board)
+        err = prof.latency_ms / published - 1
+        rows.append(
+            {
+                "benchmark": f"latency estimate, {name} on nucleo-l4r5zi",
+                "value": round(prof.latency_ms, 1),
+                "unit": "ms",
+                "goal": f"published {published} ms",
+                "ok": abs(err) <= 0.15,
+                "detail": f"{err:+.1%}",
+            }
+        )
+    return rows
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
@@ -145,7 +179,7 @@ def machine() -> dict[str, Any]:
 
 
 def main() -> None:
-    results = {"machine": machine(), "rows": bench_demo() + bench_help()}
+    results = {"machine": machine(), "rows": bench_demo() + bench_help() + bench_cost_model()}
     out = REPO / "benchmarks" / "results" / "latest.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

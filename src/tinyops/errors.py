@@ -2,6 +2,7 @@
 
     TinyopsError                 anything tinyops reports to a user (CLI exit code 1..)
     ├── ProjectError             the project file is malformed or inconsistent
+    ├── UsageError               a command was called with arguments that make no sense
     ├── DataError                a data file is missing, unreadable or of the wrong kind
     ├── GateFailed               a quality gate said no (validation, accuracy, agreement)
     │   └── BudgetExceeded       a model does not fit its board's budget
@@ -26,6 +27,12 @@ class TinyopsError(Exception):
 
 class ProjectError(TinyopsError):
     """The project file is malformed: names the file, the key path and what was expected."""
+
+    exit_code = 2
+
+
+class UsageError(TinyopsError):
+    """A command-line argument names something that does not exist (a stage, a format)."""
 
     exit_code = 2
 

@@ -392,7 +392,7 @@ SCHEMA_ERRORS = [
     ),
     pytest.param(
         _set(["int8", "int8"], "optimize", "variants"),
-        "optimize.variants: optimize.variants lists int8 more than once",
+        "optimize.variants: lists int8 more than once",
         id="repeated-variant",
     ),
     pytest.param(

@@ -15,7 +15,6 @@ should have signed, and so rotation shows up in the manifest.
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,12 +77,10 @@ def generate_keypair(directory: Path, name: str = "signing", overwrite: bool = F
     public_pem = public_key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    # atomic_write_bytes writes a mkstemp file (created 0600) and renames it, so the
-    # private key is never readable by others, not even for an instant.
-    atomic_write_bytes(private_path, private_pem)
-    os.chmod(private_path, PRIVATE_KEY_MODE)
-    atomic_write_bytes(public_path, public_pem)
-    os.chmod(public_path, PUBLIC_KEY_MODE)
+    # The mode is set before the key bytes are written: the private key is never readable
+    # by others, not even for an instant.
+    atomic_write_bytes(private_path, private_pem, mode=PRIVATE_KEY_MODE)
+    atomic_write_bytes(public_path, public_pem, mode=PUBLIC_KEY_MODE)
     return KeyPair(private_key, public_key, private_path, public_path, key_id(public_key))
 
 

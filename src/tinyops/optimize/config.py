@@ -74,5 +74,5 @@ class OptimizeConfig(BaseModel):
     def _unique(cls, value: list[VariantName]) -> list[VariantName]:
         repeated = sorted({v for v in value if value.count(v) > 1})
         if repeated:
-            raise ValueError(f"optimize.variants lists {', '.join(repeated)} more than once")
+            raise ValueError(f"lists {', '.join(repeated)} more than once")
         return value

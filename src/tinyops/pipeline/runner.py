@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinyops.errors import BundleError, TinyopsError
+from tinyops.errors import BundleError, TinyopsError, UsageError
 from tinyops.pipeline.engine import Pipeline, StageRecord, load_run
 from tinyops.pipeline.stages import STAGE_NAMES, build_stages, tracking_uri
 from tinyops.project.loader import load_project
@@ -28,7 +28,7 @@ def run_project(
     """
     for name in [*(force or []), *([until] if until else [])]:
         if name not in STAGE_NAMES:
-            raise TinyopsError(f"unknown stage {name!r} (expected one of {', '.join(STAGE_NAMES)})")
+            raise UsageError(f"unknown stage {name!r} (expected one of {', '.join(STAGE_NAMES)})")
     project, root = load_project(project_dir)
     if console is None:
         pipeline = Pipeline(project.name, root, build_stages(project))
@@ -72,12 +72,16 @@ def run_project(
 
 
 def _print_failure(console: Console, record: dict[str, Any]) -> None:
+    from rich.markup import escape
+
     for s in record["stages"]:
         if s["status"] == "failed":
-            console.print(f"  {s['name']:<16} [red]failed[/]")
+            console.print(f"  {s['name']:<16} [red]failed[/]  {escape(s.get('error') or '')}")
 
 
 def _print_summary(console: Console, record: dict[str, Any]) -> None:
+    from rich.markup import escape
+
     from tinyops.cli.render import budget_table, checks_table, variants_table
 
     by_name = {s["name"]: s for s in record["stages"]}
@@ -100,7 +104,7 @@ def _print_summary(console: Console, record: dict[str, Any]) -> None:
             soft_wrap=True,
         )
     else:
-        console.print(f"[red]failed[/]: {record.get('error')}")
+        console.print(f"[red]failed[/]: {escape(str(record.get('error')))}", soft_wrap=True)
 
 
 def _total_s(record: dict[str, Any]) -> float:
@@ -115,7 +119,7 @@ def export_bundle(project_dir: Path, bundle: Path | None, fmt: str, dest: Path) 
 
     formats = {"arduino", "c", "tflite", "all"}
     if fmt not in formats:
-        raise TinyopsError(f"--format: unknown format {fmt!r} (expected one of {sorted(formats)})")
+        raise UsageError(f"--format: unknown format {fmt!r} (expected one of {sorted(formats)})")
     project, root = load_project(project_dir)
     if bundle is None:
         bundle = root / last_bundle(root)

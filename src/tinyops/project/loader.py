@@ -201,5 +201,5 @@ def _check_cross_section(file: Path, project: Project) -> None:
 
 
 def dump_effective(project: Project) -> dict[str, Any]:
-    """The project with every default filled in, JSON-safe (for `tinyops status --config`)."""
+    """The project with every default filled in, JSON-safe: the configuration the stages use."""
     return project.model_dump(mode="json")

@@ -98,6 +98,21 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
 
         return cfg
 
+    def _tracker(ctx: StageContext) -> Any:
+        """The project's MLflow tracker (resumes runs by id in the later stages)."""
+        from tinyops.train.tracking import RunTracker
+
+        return RunTracker(
+            tracking_uri(p, ctx.project_dir),
+            experiment=p.tracking.experiment or p.name,
+            project_dir=ctx.project_dir,
+        )
+
+    def _feature_set(ctx: StageContext) -> Any:
+        from tinyops.features.store import load_feature_set
+
+        return load_feature_set(store_root(ctx.project_dir), ctx.inputs["features"]["feature_set"])
+
     def ingest_cfg(project_dir: Path) -> Mapping[str, Any]:
         return {
             "sources": [s.model_dump(mode="json") for s in p.data.sources],
@@ -156,11 +171,10 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
         }
 
     def train(ctx: StageContext) -> StageOutput:
-        from tinyops.features.store import load_feature_set
-        from tinyops.train.tracking import RunTracker, git_commit
+        from tinyops.train.tracking import git_commit
         from tinyops.train.trainer import TrainingData, train_model
 
-        fs = load_feature_set(store_root(ctx.project_dir), ctx.inputs["features"]["feature_set"])
+        fs = _feature_set(ctx)
         data = TrainingData(
             fs.x("train"),
             fs.y("train"),
@@ -169,11 +183,7 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
             fs.x("test"),
             fs.y("test"),
         )
-        tracker = RunTracker(
-            tracking_uri(p, ctx.project_dir),
-            experiment=p.tracking.experiment or p.name,
-            project_dir=ctx.project_dir,
-        )
+        tracker = _tracker(ctx)
         with tracker.start(run_name=f"{p.name}-{ctx.run_id}") as run:
             run.log_params(_flat_params(p))
             run.set_tags(
@@ -211,15 +221,13 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
     def optimize(ctx: StageContext) -> StageOutput:
         import keras
 
-        from tinyops.features.store import load_feature_set
         from tinyops.optimize.convert import convert
         from tinyops.optimize.evaluate import compressed_size, evaluate_tflite, tflite_sparsity
         from tinyops.optimize.pruning import prune_model
-        from tinyops.train.tracking import RunTracker
         from tinyops.train.trainer import TrainingData
 
         train_out = ctx.inputs["train"]
-        fs = load_feature_set(store_root(ctx.project_dir), ctx.inputs["features"]["feature_set"])
+        fs = _feature_set(ctx)
         model = keras.saving.load_model(ctx.project_dir / train_out["model"], compile=True)
         rep = fs.x("train")[: p.optimize.representative_samples]
         x_test, y_test = fs.x("test"), fs.y("test")
@@ -268,11 +276,7 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
                     }
                 )
             atomic_write_json(tmp / "variants.json", rows)
-        tracker = RunTracker(
-            tracking_uri(p, ctx.project_dir),
-            experiment=p.tracking.experiment or p.name,
-            project_dir=ctx.project_dir,
-        )
+        tracker = _tracker(ctx)
         with tracker.start(run_id=train_out["mlflow_run_id"]) as run:
             for row in rows:
                 run.log_artifact(out_dir / f"{row['variant']}.tflite", "tflite")
@@ -300,18 +304,13 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
         from tinyops.targets.budget import check_budgets, require_within
         from tinyops.targets.catalog import load_board
         from tinyops.targets.profile import profile_tflite
-        from tinyops.train.tracking import RunTracker
 
         blob = (ctx.project_dir / ctx.inputs["optimize"]["deploy"]["tflite"]).read_bytes()
         board = load_board(p.target.board)
         source = str(ctx.project_dir / ctx.inputs["optimize"]["deploy"]["tflite"])
         prof = profile_tflite(blob, board, source=source)
         report = check_budgets(prof, p.target.budgets, board)
-        tracker = RunTracker(
-            tracking_uri(p, ctx.project_dir),
-            experiment=p.tracking.experiment or p.name,
-            project_dir=ctx.project_dir,
-        )
+        tracker = _tracker(ctx)
         with tracker.start(run_id=ctx.inputs["train"]["mlflow_run_id"]) as run:
             run.log_metrics(
                 {
@@ -334,13 +333,11 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
         import keras
         import numpy as np
 
-        from tinyops.features.store import load_feature_set
         from tinyops.targets.device_validate import validate_on_device
-        from tinyops.train.tracking import RunTracker
 
         opt = ctx.inputs["optimize"]
         blob = (ctx.project_dir / opt["deploy"]["tflite"]).read_bytes()
-        fs = load_feature_set(store_root(ctx.project_dir), ctx.inputs["features"]["feature_set"])
+        fs = _feature_set(ctx)
         x_test, y_test = fs.x("test"), fs.y("test")
         model = keras.saving.load_model(ctx.project_dir / ctx.inputs["train"]["model"])
         reference = np.asarray(model.predict(x_test, batch_size=256, verbose=0))
@@ -369,11 +366,7 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
             if g.min_agreement is not None and result.agreement is not None:
                 agr = float(result.agreement)
                 check("min_agreement", agr, g.min_agreement, agr >= g.min_agreement)
-        tracker = RunTracker(
-            tracking_uri(p, ctx.project_dir),
-            experiment=p.tracking.experiment or p.name,
-            project_dir=ctx.project_dir,
-        )
+        tracker = _tracker(ctx)
         summary = {
             "samples": int(result.n),
             "accuracy": result.accuracy,
@@ -412,15 +405,13 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
         from tinyops.bundle.golden import GoldenVectors
         from tinyops.bundle.keys import load_private_key
         from tinyops.bundle.manifest import TensorSpec
-        from tinyops.features.store import load_feature_set
         from tinyops.optimize.quant import quantize
         from tinyops.targets.tflm import TflmModel
-        from tinyops.train.tracking import RunTracker
 
         signing_key = load_private_key(ctx.project_dir / p.bundle.signing_key)
         opt, prof = ctx.inputs["optimize"], ctx.inputs["profile"]["profile"]
         blob = (ctx.project_dir / opt["deploy"]["tflite"]).read_bytes()
-        fs = load_feature_set(store_root(ctx.project_dir), ctx.inputs["features"]["feature_set"])
+        fs = _feature_set(ctx)
         source = str(ctx.project_dir / opt["deploy"]["tflite"])
         tflm = TflmModel(blob, source=source, isolate=False)  # profiled already
         inq, outq = tflm.input_details[0], tflm.output_details[0]
@@ -455,11 +446,7 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
         )
         registered = p.tracking.registered_model or p.name
         run_id = ctx.inputs["train"]["mlflow_run_id"]
-        tracker = RunTracker(
-            tracking_uri(p, ctx.project_dir),
-            experiment=p.tracking.experiment or p.name,
-            project_dir=ctx.project_dir,
-        )
+        tracker = _tracker(ctx)
         model_version = tracker.register_model(registered, run_id)
         now = datetime.now(UTC).replace(microsecond=0)
         out_dir = store_root(ctx.project_dir) / "bundles" / ctx.key[:24]
@@ -515,14 +502,9 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
         }
 
     def register(ctx: StageContext) -> StageOutput:
-        from tinyops.train.tracking import RunTracker
 
         b = ctx.inputs["bundle"]
-        tracker = RunTracker(
-            tracking_uri(p, ctx.project_dir),
-            experiment=p.tracking.experiment or p.name,
-            project_dir=ctx.project_dir,
-        )
+        tracker = _tracker(ctx)
         tracker.set_alias(b["model_name"], "candidate", b["model_version"])
         tracker.set_model_version_tags(
             b["model_name"],

@@ -1,0 +1,54 @@
+"""`create_app(settings)`: the FastAPI application of the fleet server.
+
+The lifespan opens the runtime (migrations, signing key, in-memory caches) and starts
+the background evaluator and the check-in writer; shutting down stops them and writes
+the buffered check-ins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from tinyops.fleet.server.errors import install_error_handlers
+from tinyops.fleet.server.middleware import FleetMiddleware
+from tinyops.fleet.server.routers import access, deployments, device, devices, releases, system
+from tinyops.fleet.server.runtime import FleetRuntime
+from tinyops.fleet.server.settings import FleetSettings
+
+API_VERSION = "1"
+
+
+def create_app(settings: FleetSettings) -> FastAPI:
+    runtime = FleetRuntime(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    from tinyops import __version__
+
+    app = FastAPI(
+        title="tinyops fleet server",
+        version=__version__,
+        summary="OTA releases, staged rollouts and rollback for tinyops devices "
+        f"(protocol v{API_VERSION}, docs/device-protocol.md).",
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.add_middleware(
+        FleetMiddleware,
+        metrics=runtime.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        max_release_bytes=settings.max_release_bytes,
+    )
+    for module in (device, releases, deployments, devices, access, system):
+        app.include_router(module.router)
+    return app

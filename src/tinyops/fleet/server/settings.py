@@ -1,0 +1,74 @@
+"""Settings of the fleet server: where its state lives and the protocol's limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MIB: Final = 1 << 20
+SERVER_KEY_FILE: Final = "server.key"
+
+
+class FleetSettings(BaseModel):
+    """Configuration of one fleet server process."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data_dir: Path = Field(
+        default=Path(".tinyops/fleet"),
+        description="Folder of the server's state: fleet.db (SQLite), artifacts/, server.key.",
+    )
+    db_url: str | None = Field(
+        default=None,
+        description="Database URL; None for SQLite at <data_dir>/fleet.db. PostgreSQL: "
+        "postgresql://user@host:5432/dbname.",
+    )
+    server_key_path: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM) the server signs rollback orders with; created "
+        "on first start. None for <data_dir>/server.key.",
+    )
+    max_body_bytes: int = Field(
+        default=MIB, gt=0, description="Largest JSON request body accepted, in bytes."
+    )
+    max_release_bytes: int = Field(
+        default=64 * MIB, gt=0, description="Largest release upload accepted, in bytes."
+    )
+    poll_interval_s: float = Field(
+        default=300.0, gt=0, description="Seconds between check-ins told to an idle device."
+    )
+    update_poll_interval_s: float = Field(
+        default=60.0, gt=0, description="Seconds between check-ins told to an updating device."
+    )
+    evaluate_interval_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="Seconds between runs of the background rollout evaluator (soak timers).",
+    )
+    flush_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Seconds between batched writes of check-ins (last_seen, health).",
+    )
+    rollback_order_ttl_s: float = Field(
+        default=86_400.0, gt=0, description="Validity of a signed rollback order, in seconds."
+    )
+
+    def database_url(self) -> str:
+        """`db_url`, or the SQLite file in `data_dir`."""
+        if self.db_url is not None:
+            return self.db_url
+        # Imported here: the settings stay importable without SQLAlchemy.
+        from tinyops.fleet.store.engine import sqlite_url
+
+        return sqlite_url(self.data_dir)
+
+    def key_path(self) -> Path:
+        """Where the server's rollback-signing key lives."""
+        return (
+            self.server_key_path
+            if self.server_key_path is not None
+            else (self.data_dir / SERVER_KEY_FILE)
+        )

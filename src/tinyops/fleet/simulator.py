@@ -1,0 +1,442 @@
+"""The fleet simulator: thousands of device agents in one asyncio process.
+
+Each simulated device is a real `Agent` — the same code a Linux device runs — with its own
+identity, A/B slots (`MemorySlotStore`), clock and random stream, talking to a real server
+over HTTP. Only the device's surroundings are simulated, by wrapping the agent's parts:
+
+    network drop        a request fails before it reaches the server (per request)
+    slow link           a share of devices download at `slow_link_bytes_per_s`
+    corrupt download    a byte of the artifact arrives flipped (per download)
+    power loss          the device loses power part-way through a download or an install
+                        (per update); it boots again with what its store kept
+    crash               a share of devices crash when they run a bad release (a reboot in
+                        trial; after `max_trial_boots` the agent reverts on its own)
+    self-test failure   a share of devices fail the bad release's golden-vector self-test
+    clock skew          each device's wall clock is off by up to ± `clock_skew_s`
+
+"Bad" releases are those whose version is in `bad_versions` (all releases when empty).
+A power loss or crash ends the agent's task with an exception below `Exception` (like a
+real power cut, nothing in the agent gets to handle it); the device then boots a new
+`Agent` over the same store, which is what a reboot is.
+
+The fault draws come from one seeded `random.Random` per device, so a run's faults are
+reproducible for a given seed; timing (and so interleaving with the server) is real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tinyops.errors import UsageError
+from tinyops.fleet.agent import (
+    Agent,
+    AgentConfig,
+    BundleCache,
+    MemorySlotStore,
+    SelfTest,
+    SelfTestResult,
+    SkewedClock,
+    SystemClock,
+)
+from tinyops.fleet.agent.messages import SlotName
+from tinyops.fleet.agent.state import SlotContent
+from tinyops.fleet.agent.transport import DownloadSink, Transport, TransportError
+
+if TYPE_CHECKING:
+    import httpx
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+
+class PowerLoss(BaseException):
+    """The simulated device lost power: its agent stops wherever it was."""
+
+
+class DeviceCrash(BaseException):
+    """The simulated device crashed (a bad release took it down)."""
+
+
+@dataclass(frozen=True)
+class Faults:
+    """Fault rates: shares in [0, 1]; per request, per download, per update or per device."""
+
+    network_drop: float = 0.0
+    slow_link: float = 0.0
+    slow_link_bytes_per_s: float = 20_000.0
+    corrupt_download: float = 0.0
+    power_loss: float = 0.0
+    crash: float = 0.0
+    selftest_fail: float = 0.0
+    clock_skew_s: float = 0.0
+    bad_versions: frozenset[str] = frozenset()
+
+
+_FAULT_KEYS = {
+    "network-drop": "network_drop",
+    "slow-link": "slow_link",
+    "corrupt-download": "corrupt_download",
+    "power-loss": "power_loss",
+    "crash": "crash",
+    "selftest-fail": "selftest_fail",
+    "clock-skew": "clock_skew_s",
+}
+
+
+def parse_faults(text: str, bad_versions: Sequence[str] = ()) -> Faults:
+    """`power-loss=2%,corrupt-download=1%,clock-skew=30` → Faults (clock-skew in seconds)."""
+    values: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, raw = part.partition("=")
+        key = _FAULT_KEYS.get(name.strip())
+        if not sep or key is None:
+            raise UsageError(
+                f"--faults: {part!r} is not NAME=VALUE with NAME one of {', '.join(_FAULT_KEYS)}"
+            )
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(%?)\s*", raw)
+        if not match:
+            raise UsageError(f"--faults: {name}: {raw!r} is not a number or a percentage")
+        value = float(match.group(1)) / (100 if match.group(2) else 1)
+        if key != "clock_skew_s" and not 0 <= value <= 1:
+            raise UsageError(f"--faults: {name}: {raw!r} is not a share between 0 and 100%")
+        values[key] = value
+    return Faults(**values, bad_versions=frozenset(bad_versions))
+
+
+@dataclass
+class DeviceRecord:
+    """What the simulator observed of one device (for the live view and the summary)."""
+
+    device_id: str
+    resets: int = 0
+    power_losses: int = 0
+    crashes: int = 0
+    dropped_requests: int = 0
+    corrupted_downloads: int = 0
+    last_status: str | None = None
+    statuses: list[str] = field(default_factory=list)
+    installed: str | None = None
+
+
+class _FaultySink:
+    def __init__(self, inner: DownloadSink, device: SimulatedDevice) -> None:
+        self.inner = inner
+        self.device = device
+        self.corrupt = device.rng.random() < device.faults.corrupt_download
+        self.power_cut = device.rng.random() < device.faults.power_loss
+        self.written = 0
+
+    def restart(self, offset: int) -> None:
+        self.inner.restart(offset)
+        self.written = offset
+
+    def write(self, chunk: bytes) -> None:
+        if self.corrupt and chunk:
+            self.corrupt = False  # one flipped byte per faulty download
+            self.device.record.corrupted_downloads += 1
+            chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
+        self.inner.write(chunk)
+        self.written += len(chunk)
+        if self.power_cut and self.written > 0:
+            self.device.record.power_losses += 1
+            raise PowerLoss("power lost during download")
+
+
+class _FaultyTransport:
+    """The device's transport with the network's faults in front of it."""
+
+    def __init__(self, inner: Transport, device: SimulatedDevice) -> None:
+        self.inner = inner
+        self.device = device
+
+    def _maybe_drop(self, what: str) -> None:
+        if self.device.rng.random() < self.device.faults.network_drop:
+            self.device.record.dropped_requests += 1
+            raise TransportError(f"{what}: simulated network drop", retryable=True)
+
+    def authenticate(self, device_token: str | None) -> None:
+        self.inner.authenticate(device_token)
+
+    async def enroll(self, request: Any) -> Any:
+        self._maybe_drop("enroll")
+        return await self.inner.enroll(request)
+
+    async def checkin(self, request: Any) -> Any:
+        self._maybe_drop("check-in")
+        return await self.inner.checkin(request)
+
+    async def download(self, url: str, offset: int, sink: DownloadSink) -> None:
+        self._maybe_drop("download")
+        faulty = _FaultySink(sink, self.device)
+        if not self.device.slow:
+            await self.inner.download(url, offset, faulty)
+            return
+        # A slow link: the bytes arrive at the link's rate (the server is not slowed).
+        start = time.monotonic()
+        await self.inner.download(url, offset, faulty)
+        due = (faulty.written - offset) / self.device.faults.slow_link_bytes_per_s
+        await asyncio.sleep(max(0.0, due - (time.monotonic() - start)))
+
+    async def report_status(self, deployment_id: int, report: Any) -> None:
+        self._maybe_drop("status report")
+        await self.inner.report_status(deployment_id, report)
+        self.device.record.last_status = report.status
+        self.device.record.statuses.append(report.status)
+
+    async def send_telemetry(self, batch: Any) -> Any:
+        self._maybe_drop("telemetry")
+        return await self.inner.send_telemetry(batch)
+
+    async def fetch_commands(self) -> Any:
+        self._maybe_drop("commands")
+        return await self.inner.fetch_commands()
+
+    async def send_command_result(self, command_id: int, result: Any) -> None:
+        self._maybe_drop("command result")
+        await self.inner.send_command_result(command_id, result)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _FaultyStore(MemorySlotStore):
+    """A memory store whose install can be cut by a power loss; bundles are shared."""
+
+    def __init__(self, device: SimulatedDevice, blobs: dict[str, bytes]) -> None:
+        super().__init__()
+        self.device = device
+        self.blobs = blobs
+
+    def write_slot(self, slot: SlotName, content: SlotContent, data: bytes) -> None:
+        if self.device.rng.random() < self.device.faults.power_loss:
+            self.device.record.power_losses += 1
+            raise PowerLoss("power lost during install")
+        # Thousands of devices hold the same few bundles: keep one copy of each.
+        shared = self.blobs.setdefault(content.sha256, bytes(data))
+        super().write_slot(slot, content, shared)
+
+
+class _FaultySelfTest:
+    """The real self-test, except where this device is one that a bad release breaks."""
+
+    def __init__(self, inner: SelfTest, device: SimulatedDevice) -> None:
+        self.inner = inner
+        self.device = device
+
+    def _bad(self, files: Mapping[str, bytes]) -> bool:
+        import json
+
+        bad = self.device.faults.bad_versions
+        if not bad:
+            return True
+        try:
+            version = json.loads(files["manifest.json"])["version"]
+        except (KeyError, ValueError):
+            return False
+        return str(version) in bad
+
+    async def run(self, sha256: str, files: Mapping[str, bytes]) -> SelfTestResult:
+        if self._bad(files):
+            if self.device.crashes_on_bad:
+                self.device.record.crashes += 1
+                raise DeviceCrash("the release crashed the device")
+            if self.device.fails_on_bad:
+                real = await self.inner.run(sha256, files)
+                return SelfTestResult(
+                    passed=False,
+                    vectors=real.vectors,
+                    failed=max(1, real.vectors),
+                    max_error=127,
+                    tolerance=real.tolerance,
+                    runtime=real.runtime,
+                )
+        return await self.inner.run(sha256, files)
+
+    async def latency_ms(self, sha256: str, files: Mapping[str, bytes]) -> float | None:
+        return await self.inner.latency_ms(sha256, files)
+
+
+class SimulatedDevice:
+    """One device: a store that survives reboots, and an agent per boot."""
+
+    def __init__(self, sim: FleetSimulator, index: int) -> None:
+        self.sim = sim
+        self.faults = sim.faults
+        self.device_id = f"{sim.prefix}-{index:06d}"
+        seed = int.from_bytes(hashlib.sha256(f"{sim.seed}:{index}".encode()).digest()[:8], "big")
+        self.rng = random.Random(seed)
+        self.record = DeviceRecord(self.device_id)
+        self.slow = self.rng.random() < self.faults.slow_link
+        self.crashes_on_bad = self.rng.random() < self.faults.crash
+        self.fails_on_bad = self.rng.random() < self.faults.selftest_fail
+        skew = self.rng.uniform(-self.faults.clock_skew_s, self.faults.clock_skew_s)
+        self.clock = SkewedClock(SystemClock(), skew) if skew else SystemClock()
+        self.store = _FaultyStore(self, sim.blobs)
+        self.agent: Agent | None = None
+
+    def new_agent(self) -> Agent:
+        from tinyops.fleet.agent.http import HttpTransport
+
+        transport = _FaultyTransport(HttpTransport(self.sim.server, client=self.sim.client), self)
+        return Agent(
+            AgentConfig(
+                hardware=self.sim.hardware,
+                device_id=self.device_id,
+                tags=dict(self.sim.tags),
+                poll_interval_s=self.sim.poll_interval_s,
+                backoff_base_s=0.5,
+                backoff_cap_s=10.0,
+            ),
+            transport=transport,
+            store=self.store,
+            clock=self.clock,
+            selftest=_FaultySelfTest(self.sim.selftest, self),
+            trusted_keys=self.sim.trusted_keys,
+            enrollment_token=self.sim.enroll_token,
+            rng=self.rng,
+            bundles=self.sim.bundle_cache,
+        )
+
+    async def live(self) -> None:
+        """Boot, run, and boot again after every power loss or crash, until cancelled."""
+        # Devices come up spread over the first poll interval, as a real fleet does.
+        await asyncio.sleep(self.rng.uniform(0, self.sim.poll_interval_s))
+        while True:
+            self.agent = self.new_agent()
+            try:
+                await self.agent.run()
+            except (PowerLoss, DeviceCrash):
+                self.record.resets += 1
+                await asyncio.sleep(self.rng.uniform(0.05, 0.3))  # time to reboot
+            self._note_installed()
+
+    def _note_installed(self) -> None:
+        if self.agent is not None and self.agent._state is not None:
+            installed = self.agent.state.installed
+            self.record.installed = installed.version if installed else None
+
+
+@dataclass(frozen=True)
+class Summary:
+    devices: int
+    elapsed_s: float
+    versions: dict[str, int]
+    last_status: dict[str, int]
+    resets: int
+    power_losses: int
+    crashes: int
+    dropped_requests: int
+    corrupted_downloads: int
+    cpu_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+class FleetSimulator:
+    """`devices` agents against `server`; `run(until)` drives them and returns a Summary."""
+
+    def __init__(
+        self,
+        server: str,
+        enroll_token: str,
+        devices: int,
+        *,
+        hardware: str,
+        trusted_keys: Sequence[Ed25519PublicKey],
+        tags: Mapping[str, str] | None = None,
+        faults: Faults | None = None,
+        seed: int = 0,
+        poll_interval_s: float = 2.0,
+        prefix: str = "sim",
+        selftest: SelfTest | None = None,
+        max_connections: int = 64,
+    ) -> None:
+        from tinyops.fleet.agent import LiteRtSelfTest
+
+        if devices < 1:
+            raise UsageError(f"--devices: need at least 1 device, got {devices}")
+        self.server = server
+        self.enroll_token = enroll_token
+        self.hardware = hardware
+        self.trusted_keys = list(trusted_keys)
+        self.tags = dict(tags or {})
+        self.faults = faults or Faults()
+        self.seed = seed
+        self.poll_interval_s = poll_interval_s
+        self.prefix = prefix
+        self.selftest: SelfTest = selftest or LiteRtSelfTest()
+        self.bundle_cache = BundleCache()
+        self.blobs: dict[str, bytes] = {}
+        self.max_connections = max_connections
+        self.client: httpx.AsyncClient | None = None
+        self.devices = [SimulatedDevice(self, i) for i in range(devices)]
+        self._started = 0.0
+        self._cpu0 = 0.0
+
+    def summary(self) -> Summary:
+        for d in self.devices:
+            d._note_installed()
+        recs = [d.record for d in self.devices]
+        return Summary(
+            devices=len(recs),
+            elapsed_s=round(time.monotonic() - self._started, 2),
+            versions=dict(Counter(r.installed or "(none)" for r in recs).most_common()),
+            last_status=dict(Counter(r.last_status or "(none)" for r in recs).most_common()),
+            resets=sum(r.resets for r in recs),
+            power_losses=sum(r.power_losses for r in recs),
+            crashes=sum(r.crashes for r in recs),
+            dropped_requests=sum(r.dropped_requests for r in recs),
+            corrupted_downloads=sum(r.corrupted_downloads for r in recs),
+            cpu_s=round(time.process_time() - self._cpu0, 2),
+        )
+
+    async def run(
+        self,
+        until: Callable[[FleetSimulator], Awaitable[bool]],
+        *,
+        timeout_s: float,
+        check_every_s: float = 0.5,
+        on_tick: Callable[[Summary], None] | None = None,
+    ) -> Summary:
+        """Run every device until `until(self)` is true or `timeout_s` passes."""
+        import httpx
+
+        self._started, self._cpu0 = time.monotonic(), time.process_time()
+        limits = httpx.Limits(
+            max_connections=self.max_connections, max_keepalive_connections=self.max_connections
+        )
+        async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
+            self.client = client
+            tasks = [asyncio.create_task(d.live()) for d in self.devices]
+            try:
+                deadline = time.monotonic() + timeout_s
+                while time.monotonic() < deadline:
+                    await asyncio.sleep(check_every_s)
+                    if on_tick is not None:
+                        on_tick(self.summary())
+                    if await until(self):
+                        break
+                else:
+                    raise TimeoutError(f"the simulation did not finish within {timeout_s:g} s")
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                self.client = None
+        return self.summary()
+
+
+def all_installed(version: str) -> Callable[[FleetSimulator], Awaitable[bool]]:
+    """Stop condition: every device runs `version`."""
+
+    async def check(sim: FleetSimulator) -> bool:
+        return sim.summary().versions.get(version, 0) == len(sim.devices)
+
+    return check

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from tinyops.cli.fleet import agent_command, deploy_app, fleet_app, release_app, serve_command
 from tinyops.errors import GateFailed, TinyopsError
 
 app = typer.Typer(
@@ -36,6 +37,9 @@ app.add_typer(data_app, name="data")
 app.add_typer(features_app, name="features")
 app.add_typer(keys_app, name="keys")
 app.add_typer(bundle_app, name="bundle")
+app.add_typer(fleet_app, name="fleet")
+app.add_typer(release_app, name="release")
+app.add_typer(deploy_app, name="deploy")
 
 out = Console()
 err = Console(stderr=True)
@@ -393,6 +397,10 @@ def bundle_verify(
         f" · {len(manifest['files'])} files · key {manifest['key_id']}"
     )
     out.print(f"measured: {escape(str(manifest['measured']))}")
+
+
+app.command("serve")(serve_command)
+app.command("agent")(agent_command)
 
 
 def main() -> None:

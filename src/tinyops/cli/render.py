@@ -123,3 +123,48 @@ def checks_table(title: str, checks: list[dict[str, Any]]) -> Table:
             detail = f"{_fmt(c.get('value'))} (limit {_fmt(c.get('limit'))})"
         t.add_row(str(c.get("name") or c.get("check")), f"[{color}]{status}[/]", str(detail))
     return t
+
+
+def deployment_table(d: dict[str, Any]) -> Table:
+    """A deployment: its phases with device counts per status."""
+    rel = d["release"]
+    title = (
+        f"deployment {d['id']} — {d['status']} · {rel['name']} {rel['version']} → "
+        f"{rel['target']} · {d['device_count']} devices"
+    )
+    if d.get("reason"):
+        title += f"\n{escape(d['reason'])}"
+    t = Table(title=title, title_justify="left")
+    for col in ("phase", "share", "devices", "statuses", "opened", "passed"):
+        t.add_column(col)
+    for ph in d["phases"]:
+        share = f"{ph['percent']:g}%" if ph.get("percent") is not None else f"{ph['count']}"
+        counts = " ".join(f"{k}={v}" for k, v in sorted(ph["counts"].items()) if v)
+        marker = "▶ " if ph["index"] == d["open_phase"] and d["status"] == "running" else ""
+        t.add_row(
+            f"{marker}{ph['index']}",
+            share,
+            str(ph["devices"]),
+            counts or "—",
+            _fmt(ph.get("opened_at")),
+            _fmt(ph.get("passed_at")),
+        )
+    return t
+
+
+def simulation_table(s: dict[str, Any], final: bool = False) -> Table:
+    """The fleet simulator's live view (and its final summary)."""
+    t = Table(
+        title=f"fleet simulation — {s['devices']} devices · {s['elapsed_s']:.1f} s"
+        f" · CPU {s['cpu_s']:.1f} s" + (" · done" if final else ""),
+        title_justify="left",
+    )
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    for version, n in s["versions"].items():
+        t.add_row(f"running {version}", f"{n:,}")
+    for status, n in s["last_status"].items():
+        t.add_row(f"last report: {status}", f"{n:,}")
+    for key in ("resets", "power_losses", "crashes", "dropped_requests", "corrupted_downloads"):
+        t.add_row(key.replace("_", " "), f"{s[key]:,}")
+    return t

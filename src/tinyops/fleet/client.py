@@ -181,3 +181,29 @@ def deployment_status(
     return _request(
         "GET", server, token, f"/api/v1/deployments/{int(deployment_id)}", client=client
     )
+
+
+def create_enrollment_token(
+    server: str,
+    token: str,
+    name: str,
+    *,
+    expires_in_s: float | None = None,
+    max_uses: int | None = None,
+    client: httpx.Client | None = None,
+) -> dict[str, Any]:
+    """A new fleet enrollment token (its plaintext is in `token`, shown once)."""
+    body = {"name": name, "expires_in_s": expires_in_s, "max_uses": max_uses}
+    return _request("POST", server, token, "/api/v1/enrollment-tokens", client=client, json=body)
+
+
+def add_trusted_key(
+    server: str, token: str, name: str, public_key: Path, *, client: httpx.Client | None = None
+) -> dict[str, Any]:
+    """Trust a release-signing public key (PEM file) for uploads."""
+    try:
+        pem = Path(public_key).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FleetClientError(f"cannot read public key {public_key}: {exc}") from exc
+    body = {"name": name, "public_key_pem": pem}
+    return _request("POST", server, token, "/api/v1/trusted-keys", client=client, json=body)

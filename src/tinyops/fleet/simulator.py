@@ -217,6 +217,8 @@ class _FaultyStore(MemorySlotStore):
         if self.device.rng.random() < self.device.faults.power_loss:
             self.device.record.power_losses += 1
             raise PowerLoss("power lost during install")
+        if content.version in self.device.faults.bad_versions:
+            self.device.sim.bad_sha256.add(content.sha256)
         # Thousands of devices hold the same few bundles: keep one copy of each.
         shared = self.blobs.setdefault(content.sha256, bytes(data))
         super().write_slot(slot, content, shared)
@@ -229,20 +231,12 @@ class _FaultySelfTest:
         self.inner = inner
         self.device = device
 
-    def _bad(self, files: Mapping[str, bytes]) -> bool:
-        import json
-
-        bad = self.device.faults.bad_versions
-        if not bad:
-            return True
-        try:
-            version = json.loads(files["manifest.json"])["version"]
-        except (KeyError, ValueError):
-            return False
-        return str(version) in bad
+    def _bad(self, sha256: str) -> bool:
+        # Installs note which bundles have a bad version (the self-test sees only files).
+        return not self.device.faults.bad_versions or sha256 in self.device.sim.bad_sha256
 
     async def run(self, sha256: str, files: Mapping[str, bytes]) -> SelfTestResult:
-        if self._bad(files):
+        if self._bad(sha256):
             if self.device.crashes_on_bad:
                 self.device.record.crashes += 1
                 raise DeviceCrash("the release crashed the device")
@@ -374,11 +368,13 @@ class FleetSimulator:
         self.selftest: SelfTest = selftest or LiteRtSelfTest()
         self.bundle_cache = BundleCache()
         self.blobs: dict[str, bytes] = {}
+        self.bad_sha256: set[str] = set()
         self.max_connections = max_connections
         self.client: httpx.AsyncClient | None = None
         self.devices = [SimulatedDevice(self, i) for i in range(devices)]
         self._started = 0.0
         self._cpu0 = 0.0
+        self._tasks: list[asyncio.Task[None]] = []
 
     def summary(self) -> Summary:
         for d in self.devices:
@@ -397,7 +393,30 @@ class FleetSimulator:
             cpu_s=round(time.process_time() - self._cpu0, 2),
         )
 
-    async def run(
+    async def __aenter__(self) -> FleetSimulator:
+        """Power every device on (they come up spread over one poll interval)."""
+        import httpx
+
+        self._started, self._cpu0 = time.monotonic(), time.process_time()
+        limits = httpx.Limits(
+            max_connections=self.max_connections,
+            max_keepalive_connections=self.max_connections,
+        )
+        self.client = httpx.AsyncClient(limits=limits, timeout=30.0)
+        self._tasks = [asyncio.create_task(d.live()) for d in self.devices]
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        """Power every device off."""
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+
+    async def wait(
         self,
         until: Callable[[FleetSimulator], Awaitable[bool]],
         *,
@@ -405,32 +424,27 @@ class FleetSimulator:
         check_every_s: float = 0.5,
         on_tick: Callable[[Summary], None] | None = None,
     ) -> Summary:
-        """Run every device until `until(self)` is true or `timeout_s` passes."""
-        import httpx
+        """Let the running devices work until `until(self)` is true; TimeoutError after
+        `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(check_every_s)
+            if on_tick is not None:
+                on_tick(self.summary())
+            if await until(self):
+                return self.summary()
+        raise TimeoutError(f"the simulation did not finish within {timeout_s:g} s")
 
-        self._started, self._cpu0 = time.monotonic(), time.process_time()
-        limits = httpx.Limits(
-            max_connections=self.max_connections, max_keepalive_connections=self.max_connections
-        )
-        async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
-            self.client = client
-            tasks = [asyncio.create_task(d.live()) for d in self.devices]
-            try:
-                deadline = time.monotonic() + timeout_s
-                while time.monotonic() < deadline:
-                    await asyncio.sleep(check_every_s)
-                    if on_tick is not None:
-                        on_tick(self.summary())
-                    if await until(self):
-                        break
-                else:
-                    raise TimeoutError(f"the simulation did not finish within {timeout_s:g} s")
-            finally:
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                self.client = None
-        return self.summary()
+    async def run(
+        self,
+        until: Callable[[FleetSimulator], Awaitable[bool]],
+        *,
+        timeout_s: float,
+        on_tick: Callable[[Summary], None] | None = None,
+    ) -> Summary:
+        """Power on, wait for `until`, power off: one bounded simulation."""
+        async with self:
+            return await self.wait(until, timeout_s=timeout_s, on_tick=on_tick)
 
 
 def all_installed(version: str) -> Callable[[FleetSimulator], Awaitable[bool]]:
@@ -438,5 +452,28 @@ def all_installed(version: str) -> Callable[[FleetSimulator], Awaitable[bool]]:
 
     async def check(sim: FleetSimulator) -> bool:
         return sim.summary().versions.get(version, 0) == len(sim.devices)
+
+    return check
+
+
+SETTLED_STATUSES = frozenset({"succeeded", "aborted", "cancelled"})
+IN_FLIGHT = frozenset({"downloading", "downloaded", "installing", "trial", "rollback-pending"})
+
+
+def deployment_settled(
+    server: str, token: str, deployment_id: int
+) -> Callable[[FleetSimulator], Awaitable[bool]]:
+    """Stop condition: the deployment is over and no device is still on its way anywhere
+    (an aborted deployment is settled once every device it reached has rolled back)."""
+
+    async def check(_sim: FleetSimulator) -> bool:
+        from tinyops.fleet.client import deployment_status
+
+        status = await asyncio.to_thread(deployment_status, server, token, deployment_id)
+        if status["status"] not in SETTLED_STATUSES:
+            return False
+        return not any(
+            n for phase in status["phases"] for s, n in phase["counts"].items() if s in IN_FLIGHT
+        )
 
     return check

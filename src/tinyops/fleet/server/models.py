@@ -295,7 +295,11 @@ class PhaseIn(Request):
     soak_s: float = Field(
         default=0.0, ge=0, le=MAX_DURATION_S, description="Seconds after passing before the next."
     )
-    success_threshold: Share = Field(default=1.0, description="Share that must succeed.")
+    success_threshold: Share | None = Field(
+        default=None,
+        description="Share that must succeed; null = 1 − the phase's failure limit (1.0 "
+        "when there is none).",
+    )
     max_failure_rate: Share | None = Field(default=None, description="Overrides the default.")
 
 
@@ -315,7 +319,7 @@ class PhaseOut(Response):
     percent: float | None
     count: int | None
     soak_s: float
-    success_threshold: float
+    success_threshold: float = Field(description="The share that must succeed, in effect.")
     max_failure_rate: float | None
     devices: int = Field(description="Devices assigned to this phase.")
     counts: dict[DeviceStatus, int] = Field(description="Devices per status.")

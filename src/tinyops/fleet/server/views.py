@@ -64,7 +64,7 @@ def deployment_out(d: DeploymentRecord) -> DeploymentOut:
             percent=spec.percent,
             count=spec.count,
             soak_s=spec.soak_s,
-            success_threshold=spec.success_threshold,
+            success_threshold=spec.threshold(d.max_failure_rate),
             max_failure_rate=spec.max_failure_rate,
             devices=sum(d.phase_counts[i].values()) if d.phase_counts else 0,
             counts=dict(d.phase_counts[i]) if d.phase_counts else {},

@@ -58,16 +58,9 @@ def _token(credentials: HTTPAuthorizationCredentials | None) -> str:
 
 
 async def device_identity(credentials: Credentials, rt: Runtime) -> DeviceCredential:
-    token = _token(credentials)
-    device = rt.directory.lookup(hash_token(token))
-    if device is not None:
-        return device
-    if token.startswith("tok_") and rt.store.api_token(hash_token(token)) is not None:
-        raise Forbidden("an API token cannot act as a device: use the device's dev_ token")
-    raise Unauthorized(
-        "unknown device token (never issued, rotated by re-enrollment, or the "
-        "device was decommissioned)"
-    )
+    from tinyops.fleet.server.device_service import authenticate_device
+
+    return authenticate_device(rt, credentials.credentials if credentials else "")
 
 
 Device = Annotated[DeviceCredential, Depends(device_identity)]

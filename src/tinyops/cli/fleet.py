@@ -160,6 +160,11 @@ def fleet_simulate(
     as_json: JsonFlag = False,
 ) -> None:
     """Run thousands of device agents in one process against a server, with faults."""
+    import logging
+
+    # Thousands of agents: their log lines stay in each device's log (fetch_logs), not
+    # on this console, which shows the live view.
+    logging.getLogger("tinyops.fleet.agent").setLevel(logging.CRITICAL)
     from tinyops.bundle.keys import load_public_key
     from tinyops.fleet.simulator import (
         FleetSimulator,

@@ -146,15 +146,21 @@ def deployment_table(d: dict[str, Any]) -> Table:
             share,
             str(ph["devices"]),
             counts or "—",
-            _fmt(ph.get("opened_at")),
-            _fmt(ph.get("passed_at")),
+            _time(ph.get("opened_at")),
+            _time(ph.get("passed_at")),
         )
     return t
+
+
+def _time(value: Any) -> str:
+    """An ISO 8601 time to the second, as `2026-11-27 12:03:57`."""
+    return "—" if not value else str(value).replace("T", " ")[:19]
 
 
 def simulation_table(s: dict[str, Any], final: bool = False) -> Table:
     """The fleet simulator's live view (and its final summary)."""
     t = Table(
+        min_width=72,
         title=f"fleet simulation — {s['devices']} devices · {s['elapsed_s']:.1f} s"
         f" · CPU {s['cpu_s']:.1f} s" + (" · done" if final else ""),
         title_justify="left",

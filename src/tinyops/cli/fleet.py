@@ -82,7 +82,7 @@ def serve_command(
     settings = _settings(data_dir, db, poll_interval_s=poll_interval)
     admin = init_fleet(settings)
     if admin is not None:
-        out.print(f"first admin API token (shown once, keep it): [bold]{admin}[/]")
+        out.print(f"first admin API token (shown once, keep it): [bold]{admin}[/]", soft_wrap=True)
     out.print(f"fleet server on http://{host}:{port} · state in {data_dir}", soft_wrap=True)
     serve(settings, host=host, port=port)
 

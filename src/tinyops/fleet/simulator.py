@@ -2,7 +2,9 @@
 
 Each simulated device is a real `Agent` — the same code a Linux device runs — with its own
 identity, A/B slots (`MemorySlotStore`), clock and random stream, talking to a real server
-over HTTP. Only the device's surroundings are simulated, by wrapping the agent's parts:
+over HTTP, or over MQTT (`transport="mqtt"`: every device's requests on its own topics,
+multiplexed over one broker connection, see `tinyops.fleet.mqtt.session`; artifacts still
+over HTTP). Only the device's surroundings are simulated, by wrapping the agent's parts:
 
     network drop        a request fails before it reaches the server (per request)
     slow link           a share of devices download at `slow_link_bytes_per_s`
@@ -33,7 +35,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from tinyops.errors import UsageError
 from tinyops.fleet.agent import (
@@ -53,6 +55,9 @@ from tinyops.fleet.agent.transport import DownloadSink, Transport, TransportErro
 if TYPE_CHECKING:
     import httpx
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from tinyops.fleet.agent.clock import Clock
+    from tinyops.fleet.mqtt.session import MqttSession
 
 
 class PowerLoss(BaseException):
@@ -270,14 +275,31 @@ class SimulatedDevice:
         self.crashes_on_bad = self.rng.random() < self.faults.crash
         self.fails_on_bad = self.rng.random() < self.faults.selftest_fail
         skew = self.rng.uniform(-self.faults.clock_skew_s, self.faults.clock_skew_s)
-        self.clock = SkewedClock(SystemClock(), skew) if skew else SystemClock()
+        self.clock: Clock = SkewedClock(SystemClock(), skew) if skew else SystemClock()
+        if sim.transport == "mqtt":
+            from tinyops.fleet.mqtt.transport import WakeableClock
+
+            # Server notifications end the wait between polls early.
+            self.clock = WakeableClock(self.clock)
         self.store = _FaultyStore(self, sim.blobs)
         self.agent: Agent | None = None
 
     def new_agent(self) -> Agent:
         from tinyops.fleet.agent.http import HttpTransport
 
-        transport = _FaultyTransport(HttpTransport(self.sim.server, client=self.sim.client), self)
+        channel: Transport = HttpTransport(self.sim.server, client=self.sim.client)
+        if self.sim.session is not None:
+            from tinyops.fleet.mqtt.transport import MqttTransport, WakeableClock
+
+            assert isinstance(self.clock, WakeableClock)
+            channel = MqttTransport(
+                self.sim.session,
+                self.device_id,
+                http=channel,
+                clock=self.clock,
+                timeout_s=self.sim.request_timeout_s,
+            )
+        transport = _FaultyTransport(channel, self)
         return Agent(
             AgentConfig(
                 hardware=self.sim.hardware,
@@ -351,11 +373,22 @@ class FleetSimulator:
         prefix: str = "sim",
         selftest: SelfTest | None = None,
         max_connections: int = 64,
+        transport: Literal["http", "mqtt"] = "http",
+        mqtt_url: str | None = None,
+        mqtt_prefix: str = "tinyops",
+        request_timeout_s: float = 10.0,
     ) -> None:
         from tinyops.fleet.agent import LiteRtSelfTest
 
         if devices < 1:
             raise UsageError(f"--devices: need at least 1 device, got {devices}")
+        if transport == "mqtt" and mqtt_url is None:
+            raise UsageError("--mqtt: the MQTT transport needs the broker's URL (mqtt://host:port)")
+        self.transport = transport
+        self.mqtt_url = mqtt_url
+        self.mqtt_prefix = mqtt_prefix
+        self.request_timeout_s = request_timeout_s
+        self.session: MqttSession | None = None
         self.server = server
         self.enroll_token = enroll_token
         self.hardware = hardware
@@ -403,8 +436,28 @@ class FleetSimulator:
             max_keepalive_connections=self.max_connections,
         )
         self.client = httpx.AsyncClient(limits=limits, timeout=30.0)
+        if self.transport == "mqtt":
+            await self._open_mqtt()
         self._tasks = [asyncio.create_task(d.live()) for d in self.devices]
         return self
+
+    async def _open_mqtt(self) -> None:
+        """One broker connection for every device (a gateway login: it needs the whole
+        prefix in the broker ACL, docs/device-protocol.md)."""
+        import secrets
+
+        from tinyops.fleet.mqtt.session import MqttSession
+        from tinyops.fleet.mqtt.topics import Topics, parse_broker_url
+
+        assert self.mqtt_url is not None
+        try:
+            broker, topics = parse_broker_url(self.mqtt_url), Topics(self.mqtt_prefix)
+        except ValueError as exc:
+            raise UsageError(f"--mqtt: {exc}") from exc
+        self.session = MqttSession(
+            broker, topics, client_id=f"{self.prefix}-{secrets.token_hex(4)}"
+        )
+        await self.session.ensure_connected()
 
     async def __aexit__(self, *_exc: object) -> None:
         """Power every device off."""
@@ -412,6 +465,9 @@ class FleetSimulator:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self.session is not None:
+            await self.session.aclose()
+            self.session = None
         if self.client is not None:
             await self.client.aclose()
             self.client = None
@@ -464,7 +520,8 @@ def deployment_settled(
     server: str, token: str, deployment_id: int
 ) -> Callable[[FleetSimulator], Awaitable[bool]]:
     """Stop condition: the deployment is over and no device is still on its way anywhere
-    (an aborted deployment is settled once every device it reached has rolled back)."""
+    (an aborted deployment is settled once every device it reached has rolled back, a
+    succeeded one once its stragglers have finished)."""
 
     async def check(_sim: FleetSimulator) -> bool:
         from tinyops.fleet.client import deployment_status
@@ -472,6 +529,8 @@ def deployment_settled(
         status = await asyncio.to_thread(deployment_status, server, token, deployment_id)
         if status["status"] not in SETTLED_STATUSES:
             return False
+        if status["status"] == "cancelled":
+            return True  # devices on their way abandon a cancelled deployment
         return not any(
             n for phase in status["phases"] for s, n in phase["counts"].items() if s in IN_FLIGHT
         )

@@ -19,11 +19,13 @@ file, which the next upload of the same bytes reuses.
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, cast
 
@@ -71,7 +73,10 @@ from tinyops.fleet.store.records import (
     HistoryEvent,
     Installed,
     LogRecord,
+    LogRow,
+    NewDevice,
     PendingAction,
+    PointRow,
     ProgressRecord,
     ReleaseRecord,
     ReportOutcome,
@@ -94,6 +99,47 @@ LIVE_DEPLOYMENTS: Final = ("running", "paused")
 MAX_PAGE: Final = 1000
 # Rows per statement when writing many at once (below SQLite's 32,766 bound parameters).
 BATCH_ROWS: Final = 2000
+
+
+# Statements below the ORM for the write-heavy paths; the columns are those of `schema`.
+INSERT_POINTS: Final = (
+    "INSERT INTO telemetry_points (device_id, t, metric, value) VALUES (?, ?, ?, ?)"
+)
+INSERT_LOGS: Final = "INSERT INTO device_logs (device_id, t, level, message) VALUES (?, ?, ?, ?)"
+CheckinRow = tuple[datetime | str, str | None, str | None, str]
+"""Parameters of one device in the check-in UPDATE: last_seen, health JSON, slot JSON, id."""
+# Devices per check-in UPDATE statement (4 parameters each: SQLite takes 32,766).
+CHECKIN_CHUNK: Final = 1000
+
+
+@functools.lru_cache(maxsize=8)
+def _update_checkins_sql(rows: int, postgres: bool) -> str:
+    """UPDATE ... FROM (VALUES ...) for `rows` devices. The JSON columns take the text
+    json.dumps makes, as the ORM's JSON type writes it."""
+    if postgres:
+        values = ", ".join(["(%s, %s, %s, %s)"] * rows)
+        return (
+            "UPDATE devices SET last_seen = v.at::timestamptz, health = v.health::json, "
+            f"slot = v.slot::json FROM (VALUES {values}) AS v(at, health, slot, id) "
+            "WHERE devices.id = v.id"
+        )
+    values = ", ".join(["(?, ?, ?, ?)"] * rows)
+    return (
+        "UPDATE devices SET last_seen = v.column1, health = v.column2, slot = v.column3 "
+        f"FROM (VALUES {values}) AS v WHERE devices.id = v.column4"
+    )
+
+
+COPY_POINTS: Final = "COPY telemetry_points (device_id, t, metric, value) FROM STDIN"
+COPY_LOGS: Final = "COPY device_logs (device_id, t, level, message) FROM STDIN"
+
+
+def _sqlite_time(at: datetime) -> str:
+    """`at` as SQLite's column holds it: naive UTC text with microseconds, exactly what
+    `UTCDateTime` and SQLAlchemy's SQLite DATETIME write ('2026-11-27 10:00:00.000000')."""
+    if at.tzinfo is None:
+        raise ValueError(f"naive datetime {at!r}: the fleet store takes UTC-aware times")
+    return at.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _deployment_target(deployment_id: int, device_id: str | None = None) -> str:
@@ -466,6 +512,115 @@ class Store:
             )
             return _device(row), old_hash
 
+    def enroll_devices(
+        self, *, enrollment_token_hash: str, devices: Sequence[NewDevice], now: datetime
+    ) -> int:
+        """Enroll many new devices in one transaction (factory provisioning, benchmarks).
+
+        The same checks and records as `enroll_device` (the enrollment token's validity
+        and use count, version history, one audit record per device), written with
+        multi-row statements. Only new ids: Conflict when one is enrolled already (or
+        repeated); a refusal enrolls none of them. Returns how many were enrolled.
+        """
+        ids = [d.device_id for d in devices]
+        if len(set(ids)) != len(ids):
+            raise Conflict("device ids repeat in one bulk enrollment", field="device_id")
+        with self._tx() as s:
+            token = s.scalar(
+                select(t.EnrollmentToken)
+                .where(t.EnrollmentToken.token_hash == enrollment_token_hash)
+                .with_for_update()
+            )
+            if token is None:
+                raise Unauthorized(
+                    "enrollment_token is not a valid enrollment token of this fleet",
+                    field="enrollment_token",
+                )
+            if token.expires_at is not None and now >= token.expires_at:
+                raise Unauthorized(
+                    f"enrollment token {token.name!r} expired at {token.expires_at.isoformat()}",
+                    field="enrollment_token",
+                )
+            if token.max_uses is not None and token.uses + len(devices) > token.max_uses:
+                raise Unauthorized(
+                    f"enrollment token {token.name!r} has {token.max_uses - token.uses} uses "
+                    f"left, fewer than the {len(devices)} devices",
+                    field="enrollment_token",
+                )
+            token.uses += len(devices)
+            for start in range(0, len(ids), BATCH_ROWS):
+                taken = s.scalars(
+                    select(t.Device.id).where(t.Device.id.in_(ids[start : start + BATCH_ROWS]))
+                ).first()
+                if taken is not None:
+                    raise Conflict(
+                        f"device {taken!r} is enrolled already: a bulk enrollment takes new "
+                        "ids only",
+                        field="device_id",
+                    )
+            releases: dict[tuple[str, str, str | None, str], int | None] = {}
+            device_rows: list[dict[str, Any]] = []
+            history_rows: list[dict[str, Any]] = []
+            audit_rows: list[dict[str, Any]] = []
+            for d in devices:
+                release_id = None
+                if d.installed is not None:
+                    key = (d.installed.name, d.installed.version, d.installed.sha256, d.hardware)
+                    if key not in releases:
+                        releases[key] = self._find_release_id(s, d.installed, d.hardware)
+                    release_id = releases[key]
+                    history_rows.append(
+                        {
+                            "device_id": d.device_id,
+                            "at": now,
+                            "event": "enrolled",
+                            "name": d.installed.name,
+                            "version": d.installed.version,
+                            "sha256": d.installed.sha256,
+                            "release_id": release_id,
+                            "deployment_id": None,
+                        }
+                    )
+                device_rows.append(
+                    {
+                        "id": d.device_id,
+                        "hardware": d.hardware,
+                        "tags": dict(d.tags),
+                        "token_hash": d.token_hash,
+                        "status": "active",
+                        "public_key": None,
+                        "installed_name": d.installed.name if d.installed else None,
+                        "installed_version": d.installed.version if d.installed else None,
+                        "installed_sha256": d.installed.sha256 if d.installed else None,
+                        "installed_release_id": release_id,
+                        "enrolled_at": now,
+                    }
+                )
+                audit_rows.append(
+                    {
+                        "at": now,
+                        "actor": f"device:{d.device_id}",
+                        "action": AuditAction.DEVICE_ENROLL.value,
+                        "target": f"device:{d.device_id}",
+                        "before": None,
+                        "after": {
+                            "hardware": d.hardware,
+                            "tags": dict(d.tags),
+                            "installed": _installed_dict(d.installed),
+                            "enrollment_token": token.name,
+                            "token_rotated": False,
+                        },
+                    }
+                )
+            for table, rows in (
+                (t.Device, device_rows),
+                (t.DeviceHistory, history_rows),
+                (t.AuditEntry, audit_rows),
+            ):
+                for start in range(0, len(rows), BATCH_ROWS):
+                    s.execute(insert(table), rows[start : start + BATCH_ROWS])
+        return len(devices)
+
     # --- devices --------------------------------------------------------------------------
 
     def device_credentials(self) -> list[DeviceCredential]:
@@ -588,18 +743,44 @@ class Store:
 
     def record_checkins(self, writes: Sequence[CheckinWrite]) -> None:
         """Write the latest check-in of many devices (last_seen, health, slot) at once."""
-        if not writes:
+        self.write_checkin_rows(self.checkin_rows(writes))
+
+    def checkin_rows(self, writes: Sequence[CheckinWrite]) -> list[CheckinRow]:
+        """The parameters of `write_checkin_rows` for `writes` (pure Python, no I/O).
+
+        Separate so that the server can build them in slices on its event loop and hand
+        the thread that writes them only the database work (see `FleetRuntime.flush`).
+        """
+        postgres = self.dialect == "postgresql"
+        dumps = json.dumps
+        return [
+            (
+                w.at if postgres else _sqlite_time(w.at),
+                None if w.health is None else dumps(w.health),
+                None if w.slot is None else dumps(w.slot),
+                w.device_id,
+            )
+            for w in writes
+        ]
+
+    def write_checkin_rows(self, rows: Sequence[CheckinRow]) -> None:
+        """Update last_seen, health and slot of many devices in one transaction.
+
+        Below the ORM: one UPDATE ... FROM (VALUES ...) statement per `CHECKIN_CHUNK`
+        rows. The database does the whole chunk in one call, so the writing thread holds
+        the interpreter lock only to pass the parameters (one call per row, as an
+        executemany makes, would hand the lock back and forth with the event loop for
+        every row).
+        """
+        if not rows:
             return
-        with self._tx() as s:
-            for start in range(0, len(writes), BATCH_ROWS):
-                chunk = writes[start : start + BATCH_ROWS]
-                s.execute(
-                    update(t.Device),
-                    [
-                        {"id": w.device_id, "last_seen": w.at, "health": w.health, "slot": w.slot}
-                        for w in chunk
-                    ],
-                )
+        postgres = self.dialect == "postgresql"
+        with self._engines.write.begin() as connection:
+            for start in range(0, len(rows), CHECKIN_CHUNK):
+                chunk = rows[start : start + CHECKIN_CHUNK]
+                sql = _update_checkins_sql(len(chunk), postgres)
+                params = tuple(value for row in chunk for value in row)
+                connection.exec_driver_sql(sql, params)
 
     def report_installed(
         self, device_id: str, installed: Installed | None, now: datetime
@@ -1446,9 +1627,21 @@ class Store:
                 select(t.DeploymentDevice.device_id, t.Deployment.id, t.Deployment.release_id)
                 .join(t.Deployment)
                 .where(
-                    t.Deployment.status == "running",
-                    t.DeploymentDevice.phase <= t.Deployment.open_phase,
-                    t.DeploymentDevice.status.in_(OFFERED),
+                    or_(
+                        and_(
+                            t.Deployment.status == "running",
+                            t.DeploymentDevice.phase <= t.Deployment.open_phase,
+                            t.DeploymentDevice.status.in_(OFFERED),
+                        ),
+                        # A device already on its way finishes even when the deployment
+                        # is paused (no new device starts) or has succeeded (its last
+                        # phase passed its threshold before every device reported):
+                        # dropping it half-way would strand it between releases.
+                        and_(
+                            t.Deployment.status.in_(("paused", "succeeded")),
+                            t.DeploymentDevice.status.in_(IN_FLIGHT),
+                        ),
+                    )
                 )
             )
             rollbacks = select(
@@ -1609,23 +1802,44 @@ class Store:
         logs: Sequence[tuple[datetime, str, str]],
     ) -> tuple[int, int]:
         """Store a device's points (t, metric, value) and log lines (t, level, message)."""
-        with self._tx() as s:
-            for start in range(0, len(points), BATCH_ROWS):
-                s.execute(
-                    insert(t.TelemetryPoint),
-                    [
-                        {"device_id": device_id, "t": at, "metric": metric, "value": value}
-                        for at, metric, value in points[start : start + BATCH_ROWS]
-                    ],
-                )
-            for start in range(0, len(logs), BATCH_ROWS):
-                s.execute(
-                    insert(t.DeviceLog),
-                    [
-                        {"device_id": device_id, "t": at, "level": level, "message": message}
-                        for at, level, message in logs[start : start + BATCH_ROWS]
-                    ],
-                )
+        return self.ingest_telemetry(
+            [(device_id, at, metric, value) for at, metric, value in points],
+            [(device_id, at, level, message) for at, level, message in logs],
+        )
+
+    def ingest_telemetry(
+        self, points: Sequence[PointRow], logs: Sequence[LogRow]
+    ) -> tuple[int, int]:
+        """Store points and log lines of any number of devices in one transaction.
+
+        The server's telemetry path: one batch holds every request that arrived during
+        the previous write. Rows go in with the driver's fastest bulk path, below the
+        ORM: COPY on PostgreSQL, one prepared INSERT run for every row (executemany) on
+        SQLite, with times written in the text form the `UTCDateTime` column stores.
+        """
+        if not points and not logs:
+            return 0, 0
+        with self._engines.write.begin() as connection:
+            if self.dialect == "postgresql":
+                driver = connection.connection.driver_connection
+                assert driver is not None, "a connection in a transaction has its driver's"
+                cursor = driver.cursor()
+                for sql, rows in ((COPY_POINTS, points), (COPY_LOGS, logs)):
+                    if rows:
+                        with cursor.copy(sql) as copy:
+                            for row in rows:
+                                copy.write_row(row)
+            else:
+                if points:
+                    connection.exec_driver_sql(
+                        INSERT_POINTS,
+                        [(d, _sqlite_time(at), metric, value) for d, at, metric, value in points],
+                    )
+                if logs:
+                    connection.exec_driver_sql(
+                        INSERT_LOGS,
+                        [(d, _sqlite_time(at), level, text) for d, at, level, text in logs],
+                    )
         return len(points), len(logs)
 
     def telemetry(

@@ -29,6 +29,17 @@ DbUrl = Annotated[
     str | None, typer.Option("--db", help="database URL; default SQLite in --data-dir")
 ]
 
+MqttUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--mqtt",
+        envvar="TINYOPS_MQTT",
+        help="MQTT broker for the device protocol: mqtt://[user[:password]@]host[:port] "
+        "(mqtts:// for TLS)",
+    ),
+]
+MqttPrefix = Annotated[str, typer.Option(help="MQTT topic prefix of the device protocol")]
+
 fleet_app = typer.Typer(help="The fleet server's database, tokens, keys and simulator.")
 release_app = typer.Typer(help="Releases on a fleet server.", no_args_is_help=True)
 deploy_app = typer.Typer(help="Staged deployments.", no_args_is_help=True)
@@ -42,6 +53,18 @@ def _settings(data_dir: Path, db: str | None, **extra: Any) -> Any:
     from tinyops.fleet.server.settings import FleetSettings
 
     return FleetSettings(data_dir=data_dir, db_url=db, **extra)
+
+
+def _check_mqtt(url: str | None, prefix: str) -> None:
+    """UsageError naming the option when the broker URL or the topic prefix is unusable."""
+    from tinyops.fleet.mqtt.topics import check_prefix, parse_broker_url
+
+    try:
+        if url is not None:
+            parse_broker_url(url)
+        check_prefix(prefix)
+    except ValueError as exc:
+        raise UsageError(f"--mqtt: {exc}") from exc
 
 
 def _tags(values: list[str] | None, group: str | None = None) -> dict[str, str]:
@@ -75,15 +98,28 @@ def serve_command(
     poll_interval: Annotated[
         float, typer.Option(help="seconds between check-ins told to idle devices")
     ] = 300.0,
+    mqtt: MqttUrl = None,
+    mqtt_prefix: MqttPrefix = "tinyops",
 ) -> None:
-    """Run the fleet server (SQLite in --data-dir by default; PostgreSQL with --db)."""
+    """Run the fleet server (SQLite in --data-dir by default; PostgreSQL with --db); with
+    --mqtt, devices may also speak the protocol over that MQTT broker."""
     from tinyops.fleet.server import init_fleet, serve
 
-    settings = _settings(data_dir, db, poll_interval_s=poll_interval)
+    _check_mqtt(mqtt, mqtt_prefix)
+    settings = _settings(
+        data_dir, db, poll_interval_s=poll_interval, mqtt_url=mqtt, mqtt_prefix=mqtt_prefix
+    )
     admin = init_fleet(settings)
     if admin is not None:
         out.print(f"first admin API token (shown once, keep it): [bold]{admin}[/]", soft_wrap=True)
     out.print(f"fleet server on http://{host}:{port} · state in {data_dir}", soft_wrap=True)
+    if mqtt is not None:
+        from rich.markup import escape
+
+        from tinyops.fleet.mqtt.topics import parse_broker_url
+
+        where = f"{parse_broker_url(mqtt).address} under {mqtt_prefix}/dev/"
+        out.print(f"device protocol also over MQTT on {escape(where)}", soft_wrap=True)
     serve(settings, host=host, port=port)
 
 
@@ -157,6 +193,8 @@ def fleet_simulate(
     duration: Annotated[float, typer.Option(help="stop after this many seconds at most")] = 600,
     poll_interval: Annotated[float, typer.Option(help="device check-in interval, s")] = 2.0,
     seed: Annotated[int, typer.Option(help="seed of the fault draws")] = 0,
+    mqtt: MqttUrl = None,
+    mqtt_prefix: MqttPrefix = "tinyops",
     as_json: JsonFlag = False,
 ) -> None:
     """Run thousands of device agents in one process against a server, with faults."""
@@ -184,6 +222,9 @@ def fleet_simulate(
         faults=parse_faults(faults, bad_version or ()),
         seed=seed,
         poll_interval_s=poll_interval,
+        transport="http" if mqtt is None else "mqtt",
+        mqtt_url=mqtt,
+        mqtt_prefix=mqtt_prefix,
     )
     if deployment is not None:
         if token is None:
@@ -333,12 +374,16 @@ def agent_command(
     device_id: Annotated[str | None, typer.Option(help="device id to enroll with")] = None,
     tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE tag, repeatable")] = None,
     runtime: Annotated[str, typer.Option(help="self-test runtime: litert | tflm")] = "litert",
+    mqtt: MqttUrl = None,
+    mqtt_prefix: MqttPrefix = "tinyops",
 ) -> None:
-    """Run the device agent (Linux-class devices): enroll, poll, update A/B, self-test."""
+    """Run the device agent (Linux-class devices): enroll, poll, update A/B, self-test.
+    With --mqtt it talks to the server over that broker (artifacts still over HTTP)."""
     from tinyops.fleet.agent import run_agent
 
     if runtime not in ("litert", "tflm"):
         raise UsageError(f"--runtime: {runtime!r} is not litert or tflm")
+    _check_mqtt(mqtt, mqtt_prefix)
     run_agent(
         server,
         enroll_token,
@@ -348,4 +393,7 @@ def agent_command(
         _tags(tag),
         trusted_keys=list(trusted_key),
         runtime=runtime,  # type: ignore[arg-type]
+        transport="http" if mqtt is None else "mqtt",
+        mqtt_url=mqtt,
+        mqtt_prefix=mqtt_prefix,
     )

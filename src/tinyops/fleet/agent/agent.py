@@ -758,6 +758,9 @@ def run_agent(
     max_polls: int | None = None,
     max_trial_boots: int = 3,
     log_level: LogLevel = "info",
+    transport: Literal["http", "mqtt"] = "http",
+    mqtt_url: str | None = None,
+    mqtt_prefix: str = "tinyops",
 ) -> None:
     """Run the reference agent of a Linux device until interrupted (or `max_polls` polls).
 
@@ -765,6 +768,10 @@ def run_agent(
     signed with. `server_key` (base64 raw Ed25519) pins the rollback-order key instead of
     trusting the one the server hands out at enrollment. `device_id` defaults to the
     enrolled id in `data_dir`, else `<hardware>-<8 random hex digits>`.
+
+    `transport="mqtt"` speaks the protocol over the broker at `mqtt_url` (topics under
+    `mqtt_prefix`, the device id as MQTT client id) and downloads artifacts from `server`
+    over HTTP; the server's "check in now" notifications end the wait between polls early.
     """
     from tinyops.bundle.keys import load_public_key
     from tinyops.fleet.agent.clock import SystemClock
@@ -793,15 +800,33 @@ def run_agent(
     )
     pinned = public_key_from_b64(server_key, "server_key") if server_key else None
     selftest: SelfTest = LiteRtSelfTest() if runtime == "litert" else TflmSelfTest()
+    if transport == "mqtt" and mqtt_url is None:
+        raise UsageError("the MQTT transport needs the broker's URL (mqtt://host:port)")
 
     async def main() -> None:
-        transport = HttpTransport(server)
+        http = HttpTransport(server)
+        clock: Clock = SystemClock()
+        session = None
+        channel: Transport = http
+        if transport == "mqtt":
+            assert mqtt_url is not None
+            from tinyops.fleet.mqtt.session import MqttSession
+            from tinyops.fleet.mqtt.topics import Topics, parse_broker_url
+            from tinyops.fleet.mqtt.transport import MqttTransport, WakeableClock
+
+            try:
+                broker, topics = parse_broker_url(mqtt_url), Topics(mqtt_prefix)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from exc
+            session = MqttSession(broker, topics, client_id=device_id)
+            clock = WakeableClock(clock)
+            channel = MqttTransport(session, device_id, http=http, clock=clock)
         try:
             agent = Agent(
                 config,
-                transport=transport,
+                transport=channel,
                 store=store,
-                clock=SystemClock(),
+                clock=clock,
                 selftest=selftest,
                 trusted_keys=keys,
                 enrollment_token=enroll_token,
@@ -810,7 +835,9 @@ def run_agent(
             )
             await agent.run(max_polls=max_polls)
         finally:
-            await transport.aclose()
+            await channel.aclose()
+            if session is not None:
+                await session.aclose()
 
     asyncio.run(main())
 

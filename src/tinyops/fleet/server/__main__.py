@@ -2,6 +2,7 @@
 
     python -m tinyops.fleet.server --data-dir DIR [--db URL] [--host H] [--port P]
         [--init] [--poll-interval S] [--evaluate-interval S] [--flush-interval S]
+        [--mqtt mqtt://host:1883] [--mqtt-prefix tinyops]
 
 --init creates the database and prints a first admin token (if none exists) before
 serving.
@@ -26,6 +27,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--update-poll-interval", type=float, default=60.0, help="seconds")
     parser.add_argument("--evaluate-interval", type=float, default=0.5, help="seconds")
     parser.add_argument("--flush-interval", type=float, default=1.0, help="seconds")
+    parser.add_argument(
+        "--mqtt", default=None, help="also serve devices over this MQTT broker (mqtt://host:port)"
+    )
+    parser.add_argument("--mqtt-prefix", default="tinyops", help="MQTT topic prefix")
     args = parser.parse_args(argv)
     settings = FleetSettings(
         data_dir=args.data_dir,
@@ -34,6 +39,8 @@ def main(argv: list[str] | None = None) -> None:
         update_poll_interval_s=args.update_poll_interval,
         evaluate_interval_s=args.evaluate_interval,
         flush_interval_s=args.flush_interval,
+        mqtt_url=args.mqtt,
+        mqtt_prefix=args.mqtt_prefix,
     )
     from tinyops.fleet.server.bootstrap import init_fleet, serve
 

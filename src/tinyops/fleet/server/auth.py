@@ -30,7 +30,9 @@ _bearer = HTTPBearer(auto_error=False, description="dev_... (devices) or tok_...
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def runtime(request: Request) -> FleetRuntime:
+async def runtime(request: Request) -> FleetRuntime:
+    # async: FastAPI runs a plain `def` dependency in the thread pool, a hop through
+    # another thread (and the GIL) on every request for a mere attribute read.
     value = request.app.state.runtime
     assert isinstance(value, FleetRuntime)
     return value

@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tinyops.fleet.mqtt.topics import DEFAULT_PREFIX, check_prefix, parse_broker_url
 
 MIB: Final = 1 << 20
 SERVER_KEY_FILE: Final = "server.key"
@@ -55,6 +57,29 @@ class FleetSettings(BaseModel):
     rollback_order_ttl_s: float = Field(
         default=86_400.0, gt=0, description="Validity of a signed rollback order, in seconds."
     )
+
+    mqtt_url: str | None = Field(
+        default=None,
+        description="MQTT broker to serve the device protocol on as well as HTTP: "
+        "mqtt://[user[:password]@]host[:port] or mqtts://... (TLS); None for HTTP only.",
+    )
+    mqtt_prefix: str = Field(
+        default=DEFAULT_PREFIX,
+        description="Topic prefix of the device protocol on the broker: "
+        "<prefix>/dev/<device_id>/req/<op> and so on.",
+    )
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _broker_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_broker_url(value)
+        return value
+
+    @field_validator("mqtt_prefix")
+    @classmethod
+    def _topic_prefix(cls, value: str) -> str:
+        return check_prefix(value)
 
     def database_url(self) -> str:
         """`db_url`, or the SQLite file in `data_dir`."""

@@ -49,7 +49,7 @@ class EnrollmentTokenRecord:
     uses: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Installed:
     """The release a device says it runs."""
 
@@ -82,6 +82,18 @@ class DeviceCredential:
     token_hash: str
     hardware: str
     installed: Installed | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewDevice:
+    """One device of a bulk enrollment (`Store.enroll_devices`): its token is issued by
+    the caller, only the token's hash reaches the store."""
+
+    device_id: str
+    hardware: str
+    token_hash: str
+    tags: dict[str, str] = field(default_factory=dict)
+    installed: Installed | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +231,28 @@ class LogRecord:
     message: str
 
 
+PointRow = tuple[str, datetime, str, float]
+"""A telemetry point to store: (device id, UTC-aware time, metric, value)."""
+LogRow = tuple[str, datetime, str, str]
+"""A device log line to store: (device id, UTC-aware time, level, message)."""
+
+
+@dataclass(slots=True)
+class PreparedRows:
+    """Rows already in the form one database takes in bulk (`Store.prepare_points`,
+    `prepare_logs`, `prepare_checkins`): opaque to everyone but the store that made
+    them. Preparing is pure Python and writing is mostly database work, so the server
+    prepares on its event loop and writes in a thread."""
+
+    count: int = 0
+    data: list[Any] = field(default_factory=list)
+
+    def add(self, other: PreparedRows) -> None:
+        """Append `other`'s rows (prepared by the same store)."""
+        self.count += other.count
+        self.data += other.data
+
+
 @dataclass(frozen=True)
 class CheckinWrite:
     """One device's latest check-in, written behind the request (batched)."""
@@ -237,6 +271,8 @@ class ReportOutcome:
     device_id: str
     before: DeviceStatus
     after: DeviceStatus
+    installed: Installed | None = None
+    """The release the device's record says it runs, after the report."""
 
 
 @dataclass(frozen=True)

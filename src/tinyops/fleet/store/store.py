@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -29,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final, Literal, cast
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -77,6 +78,7 @@ from tinyops.fleet.store.records import (
     NewDevice,
     PendingAction,
     PointRow,
+    PreparedRows,
     ProgressRecord,
     ReleaseRecord,
     ReportOutcome,
@@ -97,41 +99,50 @@ OFFERED: Final[frozenset[DeviceStatus]] = IN_FLIGHT | {"pending"}
 LIVE_DEPLOYMENTS: Final = ("running", "paused")
 # Page sizes, in rows.
 MAX_PAGE: Final = 1000
+# Rows fetched at a time when loading every device's credential.
+CREDENTIALS_CHUNK: Final = 5000
 # Rows per statement when writing many at once (below SQLite's 32,766 bound parameters).
 BATCH_ROWS: Final = 2000
 
 
-# Statements below the ORM for the write-heavy paths; the columns are those of `schema`.
-INSERT_POINTS: Final = (
-    "INSERT INTO telemetry_points (device_id, t, metric, value) VALUES (?, ?, ?, ?)"
-)
-INSERT_LOGS: Final = "INSERT INTO device_logs (device_id, t, level, message) VALUES (?, ?, ?, ?)"
-CheckinRow = tuple[datetime | str, str | None, str | None, str]
-"""Parameters of one device in the check-in UPDATE: last_seen, health JSON, slot JSON, id."""
-# Devices per check-in UPDATE statement (4 parameters each: SQLite takes 32,766).
-CHECKIN_CHUNK: Final = 1000
-
-
-@functools.lru_cache(maxsize=8)
-def _update_checkins_sql(rows: int, postgres: bool) -> str:
-    """UPDATE ... FROM (VALUES ...) for `rows` devices. The JSON columns take the text
-    json.dumps makes, as the ORM's JSON type writes it."""
-    if postgres:
-        values = ", ".join(["(%s, %s, %s, %s)"] * rows)
-        return (
-            "UPDATE devices SET last_seen = v.at::timestamptz, health = v.health::json, "
-            f"slot = v.slot::json FROM (VALUES {values}) AS v(at, health, slot, id) "
-            "WHERE devices.id = v.id"
-        )
-    values = ", ".join(["(?, ?, ?, ?)"] * rows)
-    return (
-        "UPDATE devices SET last_seen = v.column1, health = v.column2, slot = v.column3 "
-        f"FROM (VALUES {values}) AS v WHERE devices.id = v.column4"
-    )
-
-
+# Bulk writes below the ORM (check-ins, telemetry): few statements, each doing many rows
+# in one database call, so that the writing thread holds the interpreter lock only to
+# hand over parameters (one call per row, as an executemany makes, hands the lock back
+# and forth with the server's event loop for every row). SQLite gets multi-row VALUES
+# statements, PostgreSQL COPY. The columns are those of `schema`.
+# Rows per statement on SQLite (4 parameters each; SQLite takes 32,766 per statement).
+SQLITE_CHUNK_ROWS: Final = 2000
 COPY_POINTS: Final = "COPY telemetry_points (device_id, t, metric, value) FROM STDIN"
 COPY_LOGS: Final = "COPY device_logs (device_id, t, level, message) FROM STDIN"
+# Check-ins on PostgreSQL: COPY into a per-connection temporary table, then one UPDATE.
+CHECKIN_TEMP_TABLE: Final = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS checkin_batch "
+    "(id text, at timestamptz, health text, slot text) ON COMMIT DELETE ROWS"
+)
+COPY_CHECKINS: Final = "COPY checkin_batch (id, at, health, slot) FROM STDIN"
+UPDATE_CHECKINS_POSTGRESQL: Final = (
+    "UPDATE devices SET last_seen = b.at, health = b.health::json, slot = b.slot::json "
+    "FROM checkin_batch AS b WHERE devices.id = b.id"
+)
+# COPY's text format: a backslash, tab, newline or carriage return in a value is escaped.
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+_COPY_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
+def _copy_text(value: str | None) -> str:
+    """A value in COPY's text format (\\N for NULL)."""
+    if value is None:
+        return "\\N"
+    if _COPY_SPECIAL.search(value) is None:
+        return value
+    return _COPY_SPECIAL.sub(lambda m: _COPY_ESCAPES[m.group()], value)
+
+
+def _postgresql_time(at: datetime) -> str:
+    """`at` as COPY's text for a timestamptz column (an ISO 8601 time with its offset)."""
+    if at.tzinfo is None:
+        raise ValueError(f"naive datetime {at!r}: the fleet store takes UTC-aware times")
+    return at.isoformat()
 
 
 def _sqlite_time(at: datetime) -> str:
@@ -139,7 +150,27 @@ def _sqlite_time(at: datetime) -> str:
     `UTCDateTime` and SQLAlchemy's SQLite DATETIME write ('2026-11-27 10:00:00.000000')."""
     if at.tzinfo is None:
         raise ValueError(f"naive datetime {at!r}: the fleet store takes UTC-aware times")
-    return at.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    if at.tzinfo is not UTC:
+        at = at.astimezone(UTC)
+    return at.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+@functools.lru_cache(maxsize=16)
+def _insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
+    """A multi-row INSERT of `rows` rows into `table` (SQLite)."""
+    row = "(" + ", ".join("?" * len(columns)) + ")"
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([row] * rows)}"
+
+
+@functools.lru_cache(maxsize=16)
+def _update_checkins_sql(rows: int) -> str:
+    """UPDATE ... FROM (VALUES ...) of `rows` devices (SQLite names the columns column1..).
+    The JSON columns take the text json.dumps makes, as the ORM's JSON type writes it."""
+    values = ", ".join(["(?, ?, ?, ?)"] * rows)
+    return (
+        "UPDATE devices SET last_seen = v.column1, health = v.column2, slot = v.column3 "
+        f"FROM (VALUES {values}) AS v WHERE devices.id = v.column4"
+    )
 
 
 def _deployment_target(deployment_id: int, device_id: str | None = None) -> str:
@@ -277,6 +308,13 @@ def _audit(
     )
 
 
+def _driver_cursor(connection: Connection) -> Any:
+    """A cursor of the DBAPI (psycopg) connection under `connection`, in its transaction."""
+    driver = connection.connection.driver_connection
+    assert driver is not None, "a connection in a transaction has its driver's"
+    return driver.cursor()
+
+
 class Store:
     """The fleet database and artifact folder. Thread-safe: one transaction per call."""
 
@@ -287,6 +325,9 @@ class Store:
         self._engines: Engines = make_engines(url)
         self._write = sessionmaker(self._engines.write, expire_on_commit=False)
         self._read = sessionmaker(self._engines.read, expire_on_commit=False)
+        # Committed releases by id, read once: check-in views are rebuilt after every
+        # status report, and a release row carries its whole manifest.
+        self._releases: dict[int, ReleaseRecord] = {}
 
     @property
     def dialect(self) -> str:
@@ -624,7 +665,14 @@ class Store:
     # --- devices --------------------------------------------------------------------------
 
     def device_credentials(self) -> list[DeviceCredential]:
-        """Every device that may authenticate (not decommissioned), for the in-memory map."""
+        """Every device that may authenticate (not decommissioned), for the in-memory map.
+
+        Equal hardware ids and installed releases are one shared object each: a fleet
+        has few of them, and the server keeps every credential for as long as it runs.
+        """
+        hardware: dict[str, str] = {}
+        releases: dict[tuple[str, str, str | None], Installed] = {}
+        credentials = []
         with self._ro() as s:
             rows = s.execute(
                 select(
@@ -634,17 +682,23 @@ class Store:
                     t.Device.installed_name,
                     t.Device.installed_version,
                     t.Device.installed_sha256,
-                ).where(t.Device.status != "decommissioned")
-            )
-            return [
-                DeviceCredential(
-                    device_id=r[0],
-                    token_hash=r[1],
-                    hardware=r[2],
-                    installed=None if r[3] is None or r[4] is None else Installed(r[3], r[4], r[5]),
                 )
-                for r in rows
-            ]
+                .where(t.Device.status != "decommissioned")
+                # Streamed: 100,000 buffered rows would leave their memory to the process.
+                .execution_options(yield_per=CREDENTIALS_CHUNK)
+            )
+            for device_id, token_hash, board, name, version, sha256 in rows:
+                installed = None
+                if name is not None and version is not None:
+                    key = (name, version, sha256)
+                    installed = releases.get(key)
+                    if installed is None:
+                        installed = releases[key] = Installed(name, version, sha256)
+                credential = DeviceCredential(
+                    device_id, token_hash, hardware.setdefault(board, board), installed
+                )
+                credentials.append(credential)
+        return credentials
 
     def get_device(self, device_id: str) -> DeviceRecord:
         with self._ro() as s:
@@ -743,44 +797,45 @@ class Store:
 
     def record_checkins(self, writes: Sequence[CheckinWrite]) -> None:
         """Write the latest check-in of many devices (last_seen, health, slot) at once."""
-        self.write_checkin_rows(self.checkin_rows(writes))
+        self.write_checkins(self.prepare_checkins(writes))
 
-    def checkin_rows(self, writes: Sequence[CheckinWrite]) -> list[CheckinRow]:
-        """The parameters of `write_checkin_rows` for `writes` (pure Python, no I/O).
-
-        Separate so that the server can build them in slices on its event loop and hand
-        the thread that writes them only the database work (see `FleetRuntime.flush`).
-        """
-        postgres = self.dialect == "postgresql"
+    def prepare_checkins(self, writes: Sequence[CheckinWrite]) -> PreparedRows:
+        """`writes` in the form `write_checkins` takes (pure Python, no I/O)."""
         dumps = json.dumps
-        return [
-            (
-                w.at if postgres else _sqlite_time(w.at),
+        if self.dialect == "postgresql":
+            lines = [
+                f"{_copy_text(w.device_id)}\t{_postgresql_time(w.at)}\t"
+                f"{_copy_text(None if w.health is None else dumps(w.health))}\t"
+                f"{_copy_text(None if w.slot is None else dumps(w.slot))}\n"
+                for w in writes
+            ]
+            return PreparedRows(len(writes), lines)
+        params: list[Any] = []
+        for w in writes:
+            params += (
+                _sqlite_time(w.at),
                 None if w.health is None else dumps(w.health),
                 None if w.slot is None else dumps(w.slot),
                 w.device_id,
             )
-            for w in writes
-        ]
+        return PreparedRows(len(writes), params)
 
-    def write_checkin_rows(self, rows: Sequence[CheckinRow]) -> None:
-        """Update last_seen, health and slot of many devices in one transaction.
-
-        Below the ORM: one UPDATE ... FROM (VALUES ...) statement per `CHECKIN_CHUNK`
-        rows. The database does the whole chunk in one call, so the writing thread holds
-        the interpreter lock only to pass the parameters (one call per row, as an
-        executemany makes, would hand the lock back and forth with the event loop for
-        every row).
-        """
-        if not rows:
+    def write_checkins(self, rows: PreparedRows) -> None:
+        """Update last_seen, health and slot of many devices in one transaction."""
+        if not rows.count:
             return
-        postgres = self.dialect == "postgresql"
         with self._engines.write.begin() as connection:
-            for start in range(0, len(rows), CHECKIN_CHUNK):
-                chunk = rows[start : start + CHECKIN_CHUNK]
-                sql = _update_checkins_sql(len(chunk), postgres)
-                params = tuple(value for row in chunk for value in row)
-                connection.exec_driver_sql(sql, params)
+            if self.dialect == "postgresql":
+                cursor = _driver_cursor(connection)
+                cursor.execute(CHECKIN_TEMP_TABLE)
+                with cursor.copy(COPY_CHECKINS) as copy:
+                    copy.write("".join(rows.data))
+                cursor.execute(UPDATE_CHECKINS_POSTGRESQL)
+                return
+            step = 4 * SQLITE_CHUNK_ROWS
+            for start in range(0, len(rows.data), step):
+                chunk = rows.data[start : start + step]
+                connection.exec_driver_sql(_update_checkins_sql(len(chunk) // 4), tuple(chunk))
 
     def report_installed(
         self, device_id: str, installed: Installed | None, now: datetime
@@ -1409,7 +1464,7 @@ class Store:
                 {"status": before},
                 after,
             )
-            return ReportOutcome(deployment_id, device_id, before, stored)
+            return ReportOutcome(deployment_id, device_id, before, stored, _installed(device))
 
     def evaluate_deployment(self, deployment_id: int, now: datetime) -> EvaluationOutcome:
         """Run the rollout rules on a deployment and persist the decision, atomically.
@@ -1614,14 +1669,15 @@ class Store:
         finished; rollback: the device is rollback-pending (its previous release).
         """
         with self._ro() as s:
-            releases: dict[int, ReleaseRecord] = {}
 
             def release(rid: int) -> ReleaseRecord:
-                if rid not in releases:
+                found = self._releases.get(rid)
+                if found is None:
                     row = s.get(t.Release, rid)
                     assert row is not None  # a foreign key
-                    releases[rid] = _release(row)
-                return releases[rid]
+                    # Releases never change once stored (versions are immutable).
+                    found = self._releases[rid] = _release(row)
+                return found
 
             updates = (
                 select(t.DeploymentDevice.device_id, t.Deployment.id, t.Deployment.release_id)
@@ -1678,9 +1734,12 @@ class Store:
                             t.DeploymentDevice.status == "pending",
                         ),
                         # Devices the update already reached may finish (resume a download)
-                        # unless the deployment aborted.
+                        # unless the deployment aborted; `pending_actions` offers them the
+                        # release on the same terms.
                         and_(
-                            t.Deployment.status.in_(("running", "paused", "cancelled")),
+                            t.Deployment.status.in_(
+                                ("running", "paused", "succeeded", "cancelled")
+                            ),
                             t.DeploymentDevice.status.in_(IN_FLIGHT),
                         ),
                     ),
@@ -1810,37 +1869,58 @@ class Store:
     def ingest_telemetry(
         self, points: Sequence[PointRow], logs: Sequence[LogRow]
     ) -> tuple[int, int]:
-        """Store points and log lines of any number of devices in one transaction.
+        """Store points and log lines of any number of devices in one transaction."""
+        return self.write_telemetry(self.prepare_points(points), self.prepare_logs(logs))
 
-        The server's telemetry path: one batch holds every request that arrived during
-        the previous write. Rows go in with the driver's fastest bulk path, below the
-        ORM: COPY on PostgreSQL, one prepared INSERT run for every row (executemany) on
-        SQLite, with times written in the text form the `UTCDateTime` column stores.
-        """
-        if not points and not logs:
+    def prepare_points(self, points: Sequence[PointRow]) -> PreparedRows:
+        """Telemetry points in the form `write_telemetry` takes (pure Python, no I/O)."""
+        if self.dialect == "postgresql":
+            lines = [
+                f"{_copy_text(d)}\t{_postgresql_time(at)}\t{_copy_text(metric)}\t{value!r}\n"
+                for d, at, metric, value in points
+            ]
+            return PreparedRows(len(points), lines)
+        params: list[Any] = []
+        for d, at, metric, value in points:
+            params += (d, _sqlite_time(at), metric, value)
+        return PreparedRows(len(points), params)
+
+    def prepare_logs(self, logs: Sequence[LogRow]) -> PreparedRows:
+        """Device log lines in the form `write_telemetry` takes (pure Python, no I/O)."""
+        if self.dialect == "postgresql":
+            lines = [
+                f"{_copy_text(d)}\t{_postgresql_time(at)}\t{_copy_text(level)}\t"
+                f"{_copy_text(text)}\n"
+                for d, at, level, text in logs
+            ]
+            return PreparedRows(len(logs), lines)
+        params: list[Any] = []
+        for d, at, level, text in logs:
+            params += (d, _sqlite_time(at), level, text)
+        return PreparedRows(len(logs), params)
+
+    def write_telemetry(self, points: PreparedRows, logs: PreparedRows) -> tuple[int, int]:
+        """Store prepared points and log lines in one transaction; their counts."""
+        if not points.count and not logs.count:
             return 0, 0
         with self._engines.write.begin() as connection:
             if self.dialect == "postgresql":
-                driver = connection.connection.driver_connection
-                assert driver is not None, "a connection in a transaction has its driver's"
-                cursor = driver.cursor()
+                cursor = _driver_cursor(connection)
                 for sql, rows in ((COPY_POINTS, points), (COPY_LOGS, logs)):
-                    if rows:
+                    if rows.count:
                         with cursor.copy(sql) as copy:
-                            for row in rows:
-                                copy.write_row(row)
+                            copy.write("".join(rows.data))
             else:
-                if points:
-                    connection.exec_driver_sql(
-                        INSERT_POINTS,
-                        [(d, _sqlite_time(at), metric, value) for d, at, metric, value in points],
-                    )
-                if logs:
-                    connection.exec_driver_sql(
-                        INSERT_LOGS,
-                        [(d, _sqlite_time(at), level, text) for d, at, level, text in logs],
-                    )
-        return len(points), len(logs)
+                step = 4 * SQLITE_CHUNK_ROWS
+                for table, columns, rows in (
+                    ("telemetry_points", ("device_id", "t", "metric", "value"), points),
+                    ("device_logs", ("device_id", "t", "level", "message"), logs),
+                ):
+                    for start in range(0, len(rows.data), step):
+                        chunk = rows.data[start : start + step]
+                        sql = _insert_sql(table, columns, len(chunk) // 4)
+                        connection.exec_driver_sql(sql, tuple(chunk))
+        return points.count, logs.count
 
     def telemetry(
         self, device_id: str, metric: str | None = None, limit: int = MAX_PAGE

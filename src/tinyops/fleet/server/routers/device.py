@@ -1,21 +1,34 @@
 """The device API (`/api/v1/device/...`): enroll, check in, download, report, telemetry,
 remote-debug commands. Every endpoint but enroll authenticates a device token and acts
-for that device only."""
+for that device only.
+
+Check-ins and telemetry batches, the requests that carry the load, also have a fast path
+(`fast_paths`), which `FleetMiddleware` tries before FastAPI's routing: it authenticates
+from the in-memory directory, validates with `device_service.fast_checkin` /
+`fast_telemetry` (exact subsets of the request models) and answers from precomputed or
+directly serialized JSON, with no dependency injection, model instances or thread hop.
+Whenever a request is not the plain valid case (no or unknown token, another content
+type, a body the subset does not cover) it declines before doing anything, and the
+request goes through the routes below, which give the documented answers and errors.
+The routes also define what OpenAPI publishes for both.
+"""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
+import json
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path as FilePath
-from typing import Annotated, Final
+from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Message, Scope, Send
 
 from tinyops.fleet.server.auth import Device, Runtime
-from tinyops.fleet.server.device_service import DeviceService
-from tinyops.fleet.server.errors import ERROR_RESPONSES
+from tinyops.fleet.server.device_service import DeviceService, fast_checkin, fast_telemetry
+from tinyops.fleet.server.errors import ERROR_RESPONSES, error_response
 from tinyops.fleet.server.metrics import FleetMetrics
 from tinyops.fleet.server.models import (
     MAX_ID,
@@ -29,10 +42,10 @@ from tinyops.fleet.server.models import (
     TelemetryAck,
     TelemetryRequest,
 )
-from tinyops.fleet.store import (
-    Forbidden,
-)
+from tinyops.fleet.server.runtime import FleetRuntime, utcnow
+from tinyops.fleet.store import DeviceCredential, FleetError, Forbidden
 from tinyops.fleet.store.errors import RangeNotSatisfiable
+from tinyops.security.tokens import hash_token
 
 router = APIRouter(prefix="/api/v1/device", tags=["device"], responses=ERROR_RESPONSES)
 
@@ -193,3 +206,104 @@ async def download(release_id: Id, request: Request, device: Device, rt: Runtime
         headers=headers,
         media_type="application/octet-stream",
     )
+
+
+# --- the fast path of check-ins and telemetry ---------------------------------------------
+
+FastPath = Callable[[Scope, bytes, Send], Awaitable[bool]]
+"""Answer a request whose whole body is given, or decline (False) before doing anything."""
+CHECKIN_PATH: Final = "/api/v1/device/checkin"
+TELEMETRY_PATH: Final = "/api/v1/device/telemetry"
+_JSON_HEADERS: Final = ((b"content-type", b"application/json"),)
+
+
+def fast_paths(rt: FleetRuntime) -> dict[str, FastPath]:
+    """The fast path of `POST` check-ins and telemetry, by path (for FleetMiddleware)."""
+    service = DeviceService(rt)
+    # An idle device's answer never changes: serialized once, as the route would.
+    idle_answer = (
+        CheckinResponse(action="none", poll_interval_s=rt.settings.poll_interval_s)
+        .model_dump_json()
+        .encode()
+    )
+
+    async def checkin_fast(scope: Scope, body: bytes, send: Send) -> bool:
+        device = _device(rt, scope)
+        parts = None if device is None else fast_checkin(_json_body(scope, body))
+        if device is None or parts is None:
+            return False
+        installed, health, slot = parts
+        now = utcnow()
+        try:
+            action = await service.record_checkin(device, installed, health, slot, now)
+        except FleetError as exc:
+            await _send_error(scope, send, exc)
+            return True
+        if action is None:
+            await _send_json(send, 200, idle_answer)
+        else:
+            answer = service.checkin_answer(device, action, now)
+            await _send_json(send, 200, answer.model_dump_json().encode())
+        return True
+
+    async def telemetry_fast(scope: Scope, body: bytes, send: Send) -> bool:
+        device = _device(rt, scope)
+        rows = None if device is None else fast_telemetry(device.device_id, _json_body(scope, body))
+        if rows is None:
+            return False
+        points, logs = rows
+        await rt.telemetry.write(points, logs)
+        await _send_json(send, 202, b'{"accepted":%d,"logs":%d}' % (len(points), len(logs)))
+        return True
+
+    return {CHECKIN_PATH: checkin_fast, TELEMETRY_PATH: telemetry_fast}
+
+
+def _device(rt: FleetRuntime, scope: Scope) -> DeviceCredential | None:
+    """The device of a well-formed `Authorization: Bearer` header, if the directory has it."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            if not value.startswith(b"Bearer "):
+                return None
+            # Latin-1, as Starlette decodes headers for the route's own authentication.
+            return rt.directory.lookup(hash_token(value[7:].decode("latin-1")))
+    return None
+
+
+def _json_body(scope: Scope, body: bytes) -> Any:
+    """The decoded JSON body of an application/json request; None otherwise (declines)."""
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            kind = value.lower()
+            if kind != b"application/json" and not kind.startswith(b"application/json;"):
+                return None
+            try:
+                # What Starlette's Request.json() does, so the route would see the same.
+                return json.loads(body)
+            except (ValueError, RecursionError):
+                return None
+    return None
+
+
+async def _send_json(send: Send, status: int, payload: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-length", b"%d" % len(payload)), *_JSON_HEADERS],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def _send_error(scope: Scope, send: Send, exc: FleetError) -> None:
+    """The JSON error body the error handlers give a FleetError."""
+    headers = dict(exc.headers or {})
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    response = error_response(exc.status, exc.code, exc.message, exc.field, headers or None)
+
+    async def no_body() -> Message:
+        return {"type": "http.disconnect"}
+
+    await response(scope, no_body, send)

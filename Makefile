@@ -40,7 +40,11 @@ pytest: install
 
 test: lint typecheck pytest
 
+# The fleet benchmarks load the server with wrk (Debian package): installed here when
+# missing, which needs root (or install it yourself: apt-get install wrk).
 bench: install
+	@command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "make bench needs wrk: apt-get install wrk (as root)" >&2; exit 1; }
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

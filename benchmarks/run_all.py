@@ -4,10 +4,18 @@ Each benchmark runs the real command in a subprocess on this machine and reports
 time and peak memory (the largest resident set of any child process, from getrusage).
 Results are printed as a Markdown table and written to benchmarks/results/latest.json;
 docs/benchmarks.md records them with the machine and the command.
+
+The fleet benchmarks (issue 3) live in `fleetbench/` (see its docstring): check-ins and
+telemetry under wrk load, server memory with 100,000 devices, the fleet simulator. They
+need `wrk` (Debian package; `make bench` installs it when run as root), PostgreSQL on
+127.0.0.1:5432 for the PostgreSQL rows, and ../shared/fixtures for the simulator.
+
+    python benchmarks/run_all.py [--only foundation|drift|fleet|checkin|telemetry|memory|simulation]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -19,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench_drift import bench_drift  # benchmarks/ is sys.path[0] when run as a script
 
 REPO = Path(__file__).resolve().parent.parent
 TINYOPS = Path(sys.executable).parent / "tinyops"
@@ -178,8 +188,42 @@ def machine() -> dict[str, Any]:
     }
 
 
+FLEET = ("checkin", "telemetry", "memory", "simulation")
+
+
+def fleet_benches() -> dict[str, Any]:
+    """The fleet benchmarks by name (imported on demand)."""
+    from fleetbench.checkin import bench_checkins
+    from fleetbench.memory import bench_memory
+    from fleetbench.simulation import bench_simulation
+    from fleetbench.telemetry import bench_telemetry
+
+    return {
+        "checkin": bench_checkins,
+        "telemetry": bench_telemetry,
+        "memory": bench_memory,
+        "simulation": bench_simulation,
+    }
+
+
 def main() -> None:
-    results = {"machine": machine(), "rows": bench_demo() + bench_help() + bench_cost_model()}
+    parser = argparse.ArgumentParser(description="Benchmarks for the figures the issues name.")
+    parser.add_argument("--only", choices=("foundation", "drift", "fleet", *FLEET), default=None)
+    only = parser.parse_args().only
+    rows: list[dict[str, Any]] = []
+    # The demo first: its peak memory is read from the high-water mark of all children.
+    if only in (None, "foundation"):
+        rows += bench_demo() + bench_help() + bench_cost_model()
+    if only in (None, "drift"):
+        rows += bench_drift()
+    chosen = FLEET if only in (None, "fleet") else (only,) if only in FLEET else ()
+    if chosen:
+        benches = fleet_benches()
+        for name in chosen:
+            started = time.perf_counter()
+            rows += benches[name]()
+            print(f"fleet {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    results = {"machine": machine(), "rows": rows}
     out = REPO / "benchmarks" / "results" / "latest.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

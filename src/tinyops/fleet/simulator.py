@@ -60,6 +60,10 @@ if TYPE_CHECKING:
     from tinyops.fleet.mqtt.session import MqttSession
 
 
+# Devices per HTTP connection pool of the simulator (see FleetSimulator.__aenter__).
+DEVICES_PER_CLIENT = 250
+
+
 class PowerLoss(BaseException):
     """The simulated device lost power: its agent stops wherever it was."""
 
@@ -266,6 +270,7 @@ class SimulatedDevice:
 
     def __init__(self, sim: FleetSimulator, index: int) -> None:
         self.sim = sim
+        self.index = index
         self.faults = sim.faults
         self.device_id = f"{sim.prefix}-{index:06d}"
         seed = int.from_bytes(hashlib.sha256(f"{sim.seed}:{index}".encode()).digest()[:8], "big")
@@ -287,7 +292,8 @@ class SimulatedDevice:
     def new_agent(self) -> Agent:
         from tinyops.fleet.agent.http import HttpTransport
 
-        channel: Transport = HttpTransport(self.sim.server, client=self.sim.client)
+        client = self.sim.clients[self.index // DEVICES_PER_CLIENT]
+        channel: Transport = HttpTransport(self.sim.server, client=client)
         if self.sim.session is not None:
             from tinyops.fleet.mqtt.transport import MqttTransport, WakeableClock
 
@@ -403,7 +409,7 @@ class FleetSimulator:
         self.blobs: dict[str, bytes] = {}
         self.bad_sha256: set[str] = set()
         self.max_connections = max_connections
-        self.client: httpx.AsyncClient | None = None
+        self.clients: list[httpx.AsyncClient] = []
         self.devices = [SimulatedDevice(self, i) for i in range(devices)]
         self._started = 0.0
         self._cpu0 = 0.0
@@ -431,11 +437,13 @@ class FleetSimulator:
         import httpx
 
         self._started, self._cpu0 = time.monotonic(), time.process_time()
-        limits = httpx.Limits(
-            max_connections=self.max_connections,
-            max_keepalive_connections=self.max_connections,
-        )
-        self.client = httpx.AsyncClient(limits=limits, timeout=30.0)
+        # httpx's pool scans every request waiting on it for each request it serves, so
+        # one pool for thousands of devices costs the simulator quadratic CPU: devices
+        # share pools of DEVICES_PER_CLIENT, the connections split between them.
+        n_clients = -(-len(self.devices) // DEVICES_PER_CLIENT)
+        per_client = max(4, -(-self.max_connections // n_clients))
+        limits = httpx.Limits(max_connections=per_client, max_keepalive_connections=per_client)
+        self.clients = [httpx.AsyncClient(limits=limits, timeout=30.0) for _ in range(n_clients)]
         if self.transport == "mqtt":
             await self._open_mqtt()
         self._tasks = [asyncio.create_task(d.live()) for d in self.devices]
@@ -468,9 +476,9 @@ class FleetSimulator:
         if self.session is not None:
             await self.session.aclose()
             self.session = None
-        if self.client is not None:
-            await self.client.aclose()
-            self.client = None
+        for client in self.clients:
+            await client.aclose()
+        self.clients = []
 
     async def wait(
         self,

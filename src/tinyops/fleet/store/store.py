@@ -472,21 +472,7 @@ class Store:
         id is enrolled with other hardware.
         """
         with self._tx() as s:
-            token = s.scalar(
-                select(t.EnrollmentToken)
-                .where(t.EnrollmentToken.token_hash == enrollment_token_hash)
-                .with_for_update()
-            )
-            if token is None:
-                raise Unauthorized(
-                    "enrollment_token is not a valid enrollment token of this fleet",
-                    field="enrollment_token",
-                )
-            if token.expires_at is not None and now >= token.expires_at:
-                raise Unauthorized(
-                    f"enrollment token {token.name!r} expired at {token.expires_at.isoformat()}",
-                    field="enrollment_token",
-                )
+            token = _live_enrollment_token(s, enrollment_token_hash, now)
             if token.max_uses is not None and token.uses >= token.max_uses:
                 raise Unauthorized(
                     f"enrollment token {token.name!r} has been used {token.uses} times, its "
@@ -567,21 +553,7 @@ class Store:
         if len(set(ids)) != len(ids):
             raise Conflict("device ids repeat in one bulk enrollment", field="device_id")
         with self._tx() as s:
-            token = s.scalar(
-                select(t.EnrollmentToken)
-                .where(t.EnrollmentToken.token_hash == enrollment_token_hash)
-                .with_for_update()
-            )
-            if token is None:
-                raise Unauthorized(
-                    "enrollment_token is not a valid enrollment token of this fleet",
-                    field="enrollment_token",
-                )
-            if token.expires_at is not None and now >= token.expires_at:
-                raise Unauthorized(
-                    f"enrollment token {token.name!r} expired at {token.expires_at.isoformat()}",
-                    field="enrollment_token",
-                )
+            token = _live_enrollment_token(s, enrollment_token_hash, now)
             if token.max_uses is not None and token.uses + len(devices) > token.max_uses:
                 raise Unauthorized(
                     f"enrollment token {token.name!r} has {token.max_uses - token.uses} uses "
@@ -2043,3 +2015,24 @@ class Store:
                 select(t.Deployment.status, func.count()).group_by(t.Deployment.status)
             )
             return {status: int(count) for status, count in rows}
+
+
+def _live_enrollment_token(s: Session, token_hash: str, now: datetime) -> t.EnrollmentToken:
+    """The enrollment token with this hash, locked for its use count; Unauthorized when it
+    is unknown or expired (the caller checks the uses it needs)."""
+    token = s.scalar(
+        select(t.EnrollmentToken)
+        .where(t.EnrollmentToken.token_hash == token_hash)
+        .with_for_update()
+    )
+    if token is None:
+        raise Unauthorized(
+            "enrollment_token is not a valid enrollment token of this fleet",
+            field="enrollment_token",
+        )
+    if token.expires_at is not None and now >= token.expires_at:
+        raise Unauthorized(
+            f"enrollment token {token.name!r} expired at {token.expires_at.isoformat()}",
+            field="enrollment_token",
+        )
+    return token

@@ -406,6 +406,34 @@ def test_soak_gates_the_next_phase() -> None:
     assert state.phase_passed_at == (at(200), None)  # the passed time never moves
 
 
+def test_last_phase_passed_waits_for_every_device_to_finish() -> None:
+    # The threshold lets the last phase pass at 90 %, but the deployment keeps serving the
+    # stragglers: it succeeds only once every device of every phase has finished.
+    phases = [PhaseSpec(percent=10), PhaseSpec(percent=100)]
+    state = replace(
+        initial_state(phases, T0),
+        open_phase=1,
+        phase_opened_at=(T0, at(60)),
+        phase_passed_at=(at(30), None),
+    )
+    stragglers = progress(["success"] * 2, ["success"] * 18 + ["pending", "trial"])
+    decision = evaluate(state, phases, stragglers, at(90), 0.10)
+    assert decision == Decision(
+        "none",
+        None,
+        "phase 1 (the last) passed: 18 of 20 devices succeeded, waiting for 2 devices to finish",
+        passed_phase=1,
+    )
+    state = apply(state, decision, at(90))
+    assert state.status == "running" and state.phase_passed_at == (at(30), at(90))
+    # One failure among the finished devices is within the 10 % limit: it still succeeds,
+    # and the passed time recorded at 90 s does not move.
+    finished = progress(["success"] * 2, ["success"] * 19 + ["failure"])
+    decision = evaluate(state, phases, finished, at(120), 0.10)
+    assert (decision.action, decision.phase, decision.passed_phase) == ("succeed", 1, None)
+    assert apply(state, decision, at(120)).status == "succeeded"
+
+
 def test_full_rollout_to_success_without_soak() -> None:
     ids = [f"nano-{i:02d}" for i in range(10)]
     assignment = assign_phases(ids, FOUR, seed="d1")

@@ -82,7 +82,14 @@ it are not offered yet. Rules, in this order:
    now − phase_passed_at[p] ≥ phases[p].soak_s seconds; until then the decision is
    `none`, while rule 1 keeps watching the soaking devices. This is hawkBit's success
    condition with its "next group" action, plus a bake time.
-3. Succeed. When the last phase has passed and soaked, the deployment `succeed`s.
+3. Succeed. When the last phase has passed and soaked and every device of the
+   deployment has finished (status in `FINAL`), the deployment `succeed`s. The success
+   threshold decides when the next phase may open, not when the devices beyond it stop
+   being served: until the last device reports, the deployment stays `running` and keeps
+   offering the release to the devices still `pending` (hawkBit finishes a rollout group
+   only when all its actions are closed; Mender keeps a deployment in progress until every
+   device reports). A device that never comes back keeps the deployment running; the
+   operator cancels it.
 
 One call makes one step: after an `open-phase` the new phase is judged at the next call
 (an empty phase with no soak opens the next one at once on that call). Every decision must
@@ -743,8 +750,19 @@ def evaluate_counts(
             passed_phase=newly_passed,
         )
 
-    # Rule 3: the last phase passed and soaked.
+    # Rule 3: the last phase passed and soaked, and every device has finished.
     if p == len(phases) - 1:
+        unfinished = sum(
+            c for per_status in counts for status, c in per_status.items() if status not in FINAL
+        )
+        if unfinished:
+            return Decision(
+                "none",
+                None,
+                f"phase {p} (the last) passed: {succeeded} of {n} devices succeeded, "
+                f"waiting for {unfinished} device{'s' if unfinished != 1 else ''} to finish",
+                passed_phase=newly_passed,
+            )
         return Decision(
             "succeed",
             p,

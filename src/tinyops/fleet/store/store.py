@@ -1662,9 +1662,10 @@ class Store:
                             t.DeploymentDevice.status.in_(OFFERED),
                         ),
                         # A device already on its way finishes even when the deployment
-                        # is paused (no new device starts) or has succeeded (its last
-                        # phase passed its threshold before every device reported):
-                        # dropping it half-way would strand it between releases.
+                        # is paused (no new device starts); dropping it half-way would
+                        # strand it between releases. (A deployment succeeds only once
+                        # every device finished; `succeeded` covers databases written
+                        # before that rule.)
                         and_(
                             t.Deployment.status.in_(("paused", "succeeded")),
                             t.DeploymentDevice.status.in_(IN_FLIGHT),

@@ -25,8 +25,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 	@echo "tinyops installed in $(VENV)"
 
+# The pipeline on examples/digits, then the fleet and monitoring half: a local server and
+# 20 simulated devices, drift alerts, retraining into a canary release.
 demo: install
-	cd examples/digits && ../../$(BIN)/tinyops run .
+	cd examples/digits && ../../$(BIN)/tinyops run . && ../../$(BIN)/python monitor_demo.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

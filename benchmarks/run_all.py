@@ -10,7 +10,8 @@ telemetry under wrk load, server memory with 100,000 devices, the fleet simulato
 need `wrk` (Debian package; `make bench` installs it when run as root), PostgreSQL on
 127.0.0.1:5432 for the PostgreSQL rows, and ../shared/fixtures for the simulator.
 
-    python benchmarks/run_all.py [--only foundation|drift|fleet|checkin|telemetry|memory|simulation]
+    python benchmarks/run_all.py [--only foundation|drift|alerts|fleet|checkin|telemetry|sketches|
+                                          memory|simulation]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_alerts import bench_alerts
 from bench_drift import bench_drift  # benchmarks/ is sys.path[0] when run as a script
 
 REPO = Path(__file__).resolve().parent.parent
@@ -188,7 +190,7 @@ def machine() -> dict[str, Any]:
     }
 
 
-FLEET = ("checkin", "telemetry", "memory", "simulation")
+FLEET = ("checkin", "telemetry", "sketches", "memory", "simulation")
 
 
 def fleet_benches() -> dict[str, Any]:
@@ -196,11 +198,13 @@ def fleet_benches() -> dict[str, Any]:
     from fleetbench.checkin import bench_checkins
     from fleetbench.memory import bench_memory
     from fleetbench.simulation import bench_simulation
+    from fleetbench.sketches import bench_sketches
     from fleetbench.telemetry import bench_telemetry
 
     return {
         "checkin": bench_checkins,
         "telemetry": bench_telemetry,
+        "sketches": bench_sketches,
         "memory": bench_memory,
         "simulation": bench_simulation,
     }
@@ -208,7 +212,9 @@ def fleet_benches() -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Benchmarks for the figures the issues name.")
-    parser.add_argument("--only", choices=("foundation", "drift", "fleet", *FLEET), default=None)
+    parser.add_argument(
+        "--only", choices=("foundation", "drift", "alerts", "fleet", *FLEET), default=None
+    )
     only = parser.parse_args().only
     rows: list[dict[str, Any]] = []
     # The demo first: its peak memory is read from the high-water mark of all children.
@@ -216,6 +222,8 @@ def main() -> None:
         rows += bench_demo() + bench_help() + bench_cost_model()
     if only in (None, "drift"):
         rows += bench_drift()
+    if only in (None, "alerts"):
+        rows += bench_alerts()
     chosen = FLEET if only in (None, "fleet") else (only,) if only in FLEET else ()
     if chosen:
         benches = fleet_benches()

@@ -48,7 +48,7 @@ def test_token_hash_and_shapes() -> None:
 def test_the_permission_matrix_is_the_protocol_table() -> None:
     table = {
         Role.ADMIN: set(Permission),
-        Role.ML_ENGINEER: {Permission.READ, Permission.UPLOAD_RELEASE},
+        Role.ML_ENGINEER: {Permission.READ, Permission.UPLOAD_RELEASE, Permission.SUBMIT_DATA},
         Role.DEVOPS: {
             Permission.READ,
             Permission.MANAGE_DEPLOYMENTS,
@@ -110,12 +110,36 @@ MANAGEMENT: list[tuple[str, str, Any, Permission]] = [
     ("GET", "/api/v1/trusted-keys", None, Permission.READ),
     ("GET", "/api/v1/audit", None, Permission.READ),
     ("GET", "/metrics", None, Permission.READ),
+    ("GET", "/api/v1/drift", None, Permission.READ),
+    ("GET", "/api/v1/drift/devices", None, Permission.READ),
+    ("GET", "/api/v1/drift/profile", None, Permission.READ),
+    (
+        "POST",
+        "/api/v1/feedback",
+        {
+            "release": {"name": "kws", "version": "9.0.0"},
+            "device": "nano-1",
+            "items": [{"prediction_id": "p-1", "label": 0}],
+        },
+        Permission.SUBMIT_DATA,
+    ),
+    (
+        "POST",
+        "/api/v1/samples",
+        {"dataset": "kws/field", "items": [{"features": [0.5], "label": 1}]},
+        Permission.SUBMIT_DATA,
+    ),
+    ("GET", "/api/v1/samples", None, Permission.READ),
+    ("GET", "/api/v1/logs", None, Permission.READ),
+    ("GET", "/api/v1/devices/{device_id}/logs", None, Permission.READ),
+    ("GET", "/api/v1/alerts", None, Permission.READ),
 ]
 DEVICE_API: list[tuple[str, str, Any]] = [
     ("POST", "/api/v1/device/checkin", {}),
     ("GET", "/api/v1/device/artifacts/1", None),
     ("POST", "/api/v1/device/deployments/1/status", {"status": "downloading"}),
     ("POST", "/api/v1/device/telemetry", {"points": []}),
+    ("POST", "/api/v1/device/sketches", {}),
     ("GET", "/api/v1/device/commands", None),
     ("POST", "/api/v1/device/commands/1/result", {"ok": True}),
 ]
@@ -175,7 +199,7 @@ async def test_every_management_endpoint_checks_credentials_and_roles(fleet: Any
     # Refused requests wrote nothing; the admin's allowed changes did.
     records = fleet.runtime.store.audit_log(limit=1000)
     actors = {r.actor for r in records[: len(records) - audit_before]}
-    assert actors <= {"token:who-admin", "token:who-devops"}
+    assert actors <= {"token:who-admin", "token:who-devops", "token:who-ml-engineer"}
 
 
 @pytest.mark.anyio

@@ -11,8 +11,9 @@ import pytest
 import yaml
 
 from tinyops.errors import ProjectError
+from tinyops.monitor.alerts.rules import load_rules
 from tinyops.project import PROJECT_FILE, load_project
-from tinyops.project.starter import WORKFLOW, project_name_for, write_starter
+from tinyops.project.starter import ALERTS, WORKFLOW, project_name_for, write_starter
 
 
 def mode(path: Path) -> int:
@@ -25,10 +26,22 @@ def test_writes_project_workflow_and_gitignore(tmp_path: Path) -> None:
     written = write_starter(folder)
 
     root = folder.resolve()
-    assert written == [root / PROJECT_FILE, root / WORKFLOW, root / ".gitignore"]
+    assert written == [root / PROJECT_FILE, root / WORKFLOW, root / ALERTS, root / ".gitignore"]
     assert (root / ".gitignore").read_text() == ".tinyops/\ndist/\n"
     # Files meant for git and collaborators are rw-r--r--, not the 0600 of a temp file.
-    assert [mode(p) for p in written] == [0o644, 0o644, 0o644]
+    assert [mode(p) for p in written] == [0o644, 0o644, 0o644, 0o644]
+    # The default alert rules are valid (docs/alerts.md lists them).
+    assert [r.name for r in load_rules(root / ALERTS).rules()] == [
+        "DeviceHot",
+        "BatteryLow",
+        "FreeMemoryLow",
+        "CrashLoop",
+        "LatencyOverBudget",
+        "DeviceOffline",
+        "FeatureDrift",
+        "DatasetDrift",
+        "AccuracyDrop",
+    ]
 
 
 def test_written_project_loads_with_the_folder_name(tmp_path: Path) -> None:
@@ -105,7 +118,8 @@ def test_force_rewrites_the_project_and_the_workflow(tmp_path: Path) -> None:
 
     written = write_starter(tmp_path, force=True)
 
-    assert written == [tmp_path.resolve() / PROJECT_FILE, tmp_path.resolve() / WORKFLOW]
+    root = tmp_path.resolve()
+    assert written == [root / PROJECT_FILE, root / WORKFLOW, root / ALERTS]
     assert load_project(tmp_path)[0].target.board == "nano33ble"
     assert "tinyops run" in (tmp_path / WORKFLOW).read_text()
 

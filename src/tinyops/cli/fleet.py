@@ -9,15 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from tinyops.cli.console import out
 from tinyops.errors import UsageError
-
-out = Console()
 
 Server = Annotated[str, typer.Option(envvar="TINYOPS_SERVER", help="fleet server URL")]
 Token = Annotated[str, typer.Option(envvar="TINYOPS_TOKEN", help="API token (tok_...)")]
@@ -100,14 +99,60 @@ def serve_command(
     ] = 300.0,
     mqtt: MqttUrl = None,
     mqtt_prefix: MqttPrefix = "tinyops",
+    log_max_age_days: Annotated[
+        float, typer.Option(help="prune device log lines older than this (their time)")
+    ] = 30.0,
+    log_max_lines: Annotated[
+        int, typer.Option(help="device log lines kept per device (the newest)")
+    ] = 10_000,
+    alert_rules: Annotated[
+        Path | None, typer.Option(help="alert rules file (alerts.yaml, docs/alerts.md)")
+    ] = None,
+    alert_webhook: Annotated[
+        str | None, typer.Option(help="URL receiving alert notifications (Alertmanager JSON)")
+    ] = None,
+    alert_interval: Annotated[
+        float, typer.Option(help="seconds between evaluations of the alert rules")
+    ] = 60.0,
+    drift_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="drift methods and thresholds: a tinyops.yaml (its monitoring.drift) or a "
+            "DriftConfig file (docs/drift.md)"
+        ),
+    ] = None,
 ) -> None:
     """Run the fleet server (SQLite in --data-dir by default; PostgreSQL with --db); with
     --mqtt, devices may also speak the protocol over that MQTT broker."""
     from tinyops.fleet.server import init_fleet, serve
 
     _check_mqtt(mqtt, mqtt_prefix)
+    if log_max_age_days <= 0 or log_max_lines <= 0:
+        raise UsageError("--log-max-age-days and --log-max-lines must be positive")
+    if alert_rules is not None:
+        from tinyops.monitor.alerts.rules import load_rules
+
+        load_rules(alert_rules)  # a bad rules file stops here, naming file:line and key
+    if alert_webhook is not None and not alert_webhook.startswith(("http://", "https://")):
+        raise UsageError(f"--alert-webhook: {alert_webhook!r} is not an http(s):// URL")
+    if alert_interval <= 0:
+        raise UsageError("--alert-interval must be positive")
+    if drift_config is not None:
+        from tinyops.fleet.server.drift_service import load_drift_config
+
+        load_drift_config(drift_config)  # a bad file stops here, naming the key
     settings = _settings(
-        data_dir, db, poll_interval_s=poll_interval, mqtt_url=mqtt, mqtt_prefix=mqtt_prefix
+        data_dir,
+        db,
+        poll_interval_s=poll_interval,
+        mqtt_url=mqtt,
+        mqtt_prefix=mqtt_prefix,
+        log_max_age_days=log_max_age_days,
+        log_max_lines_per_device=log_max_lines,
+        alert_rules=alert_rules,
+        alert_webhook=alert_webhook,
+        alert_interval_s=alert_interval,
+        drift_config=drift_config,
     )
     admin = init_fleet(settings)
     if admin is not None:
@@ -193,6 +238,24 @@ def fleet_simulate(
     duration: Annotated[float, typer.Option(help="stop after this many seconds at most")] = 600,
     poll_interval: Annotated[float, typer.Option(help="device check-in interval, s")] = 2.0,
     seed: Annotated[int, typer.Option(help="seed of the fault draws")] = 0,
+    inferences: Annotated[
+        int,
+        typer.Option(
+            help="inferences per device per check-in, drawn from the release's reference "
+            "profile and sent home as drift sketches (0: none)"
+        ),
+    ] = 0,
+    sketch_window: Annotated[
+        float | None,
+        typer.Option(help="sketch window, s (default: the release's monitoring policy)"),
+    ] = None,
+    drift: Annotated[
+        str,
+        typer.Option(
+            help="sensor drift, e.g. '10%:row_band_03=2;sim-000001:row_band_00=-1.5' "
+            "(shifts in reference standard deviations; needs --inferences)"
+        ),
+    ] = "",
     mqtt: MqttUrl = None,
     mqtt_prefix: MqttPrefix = "tinyops",
     as_json: JsonFlag = False,
@@ -209,9 +272,15 @@ def fleet_simulate(
         Summary,
         all_installed,
         deployment_settled,
+        parse_drift,
         parse_faults,
     )
 
+    if drift and inferences <= 0:
+        raise UsageError("--drift shifts the devices' inferences: give --inferences N (N > 0)")
+    fault_rates = parse_faults(faults, bad_version or ())
+    if drift:
+        fault_rates = replace(fault_rates, drift=parse_drift(drift))
     sim = FleetSimulator(
         server,
         enroll_token,
@@ -219,9 +288,11 @@ def fleet_simulate(
         hardware=hardware,
         trusted_keys=[load_public_key(k) for k in trusted_key],
         tags=_tags(tag, group),
-        faults=parse_faults(faults, bad_version or ()),
+        faults=fault_rates,
         seed=seed,
         poll_interval_s=poll_interval,
+        inferences_per_poll=inferences,
+        sketch_window_s=sketch_window,
         transport="http" if mqtt is None else "mqtt",
         mqtt_url=mqtt,
         mqtt_prefix=mqtt_prefix,
@@ -319,6 +390,27 @@ def _deploy_action(action: str, deployment_id: int, server: str, token: str) -> 
 
     result = deployment_action(server, token, deployment_id, action)  # type: ignore[arg-type]
     out.print(f"deployment {deployment_id}: {result['status']}", soft_wrap=True)
+
+
+@deploy_app.command("list")
+def deploy_list(
+    server: Server,
+    token: Token,
+    status: Annotated[
+        str | None,
+        typer.Option(help="only deployments in this status (running, paused, succeeded, ...)"),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Deployments, newest first: release, status, open phase and device counts."""
+    from tinyops.cli.render import deployments_table
+    from tinyops.fleet.client import list_deployments
+
+    deployments = list_deployments(server, token, status)
+    if as_json:
+        _print_json(deployments)
+        return
+    out.print(deployments_table(deployments))
 
 
 @deploy_app.command("status")

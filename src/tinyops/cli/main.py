@@ -16,10 +16,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
+from tinyops.cli.alerts import alerts_app
+from tinyops.cli.console import err, out
+from tinyops.cli.device import device_app
 from tinyops.cli.fleet import agent_command, deploy_app, fleet_app, release_app, serve_command
+from tinyops.cli.grafana import grafana_app
+from tinyops.cli.retrain import retrain_app
 from tinyops.errors import GateFailed, TinyopsError
 
 app = typer.Typer(
@@ -40,9 +44,11 @@ app.add_typer(bundle_app, name="bundle")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(release_app, name="release")
 app.add_typer(deploy_app, name="deploy")
+app.add_typer(device_app, name="device")
+app.add_typer(grafana_app, name="grafana")
+app.add_typer(retrain_app, name="retrain")
+app.add_typer(alerts_app, name="alerts")
 
-out = Console()
-err = Console(stderr=True)
 
 # User-supplied text (paths, error messages) goes through rich.markup.escape: Rich would
 # otherwise read "[lo, hi]" in a message as a style tag and silently drop it. Lines that
@@ -231,6 +237,13 @@ def profile(
     project_dir: Annotated[
         Path | None, typer.Option("--project", help="check the project's budgets too")
     ] = None,
+    compiled: Annotated[
+        bool,
+        typer.Option(
+            "--compiled",
+            help="also compile MODEL to C: its RAM, flash and Cortex-M4 instruction count",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Run MODEL in the TFLM runtime: arena bytes, flash, latency, energy, operators."""
@@ -252,8 +265,16 @@ def profile(
 
         budgets = load_project(project_dir)[0].target.budgets
     report = check_budgets(prof, budgets, board)
+    comp: dict[str, Any] | None = None
+    if compiled:
+        from tinyops.compile.report import compiled_profile
+
+        comp = compiled_profile(blob, board, str(model))
     if as_json:
-        _print_json({"board": board.id, "profile": prof.to_dict(), "budgets": report.to_dict()})
+        extra = {"compiled": comp} if comp is not None else {}
+        _print_json(
+            {"board": board.id, "profile": prof.to_dict(), "budgets": report.to_dict(), **extra}
+        )
     else:
         d = prof.to_dict()
         out.print(f"[bold]{escape(str(model))}[/] on [bold]{board.name}[/] ({board.id})")
@@ -266,6 +287,8 @@ def profile(
         out.print(f"  energy (estimate)     {d['energy_mj']:>12.4f} mJ")
         ops = ", ".join(f"{k}×{v}" for k, v in sorted(d["ops"].items()))
         out.print(f"  operators             {ops}")
+        if comp is not None:
+            _print_compiled(d, comp)
         out.print(budget_table(report.to_dict()))
     try:
         require_within(report)
@@ -273,6 +296,63 @@ def profile(
         # Named on stderr in both modes, so --json output stays parseable.
         err.print(f"[red]gate failed:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
+
+
+def _print_compiled(tflm: dict[str, Any], comp: dict[str, Any]) -> None:
+    """TFLM's figures and the compiled C's, side by side (tinyops profile --compiled)."""
+    n = comp["instructions"]
+    out.print("                            TFLM        compiled C")
+    out.print(f"  arena               {tflm['arena_bytes']:>10,} B  {comp['arena_bytes']:>10,} B")
+    out.print(
+        f"  RAM (arena + I/O)   {tflm['arena_bytes']:>10,} B  {comp['ram_bytes']:>10,} B"
+        f"  ({100 * comp['ram_bytes'] / tflm['arena_bytes']:.0f}% of TFLM's arena)"
+    )
+    out.print(
+        f"  flash               {tflm['flash_bytes']:>10,} B  {comp['flash_bytes']:>10,} B"
+        f"  ({comp['flash_source']})"
+    )
+    if n is None:
+        note = comp["instructions_note"]
+        out.print(f"  latency             {tflm['latency_ms']:>10.3f} ms  n/a ({note})")
+        return
+    out.print(
+        f"  latency             {tflm['latency_ms']:>10.3f} ms {comp['latency_ms']:>10.3f} ms"
+        f"  ({n:,} Cortex-M4 instructions)"
+    )
+    out.print(f"  energy              {tflm['energy_mj']:>10.4f} mJ {comp['energy_mj']:>10.4f} mJ")
+
+
+@app.command("compile")
+def compile_command(
+    model: Annotated[Path, typer.Argument(help="an int8 .tflite model")],
+    dest: Annotated[Path, typer.Option("--out", "-o", help="folder to write the C library into")],
+    target: Annotated[str, typer.Option(help="board id from `tinyops boards`")] = "nano33ble",
+    name: Annotated[
+        str | None, typer.Option(help="C name of the model (default: from the file name)")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Compile MODEL to standalone C99 (no interpreter, one static arena), bit-exact with TFLM."""
+    from tinyops.compile.command import compile_for_board
+
+    report = compile_for_board(model, target, dest, name)
+    if as_json:
+        _print_json(report)
+        return
+    ram, tflm = report["ram_bytes"], report["tflm_arena_bytes"]
+    vs = f" ({100 * ram / tflm:.0f}% of TFLM's arena, {tflm:,} B)" if tflm else ""
+    out.print(f"[bold]{escape(str(model))}[/] → {escape(str(dest))}", soft_wrap=True)
+    out.print(f"  operators             {report['operators']:>12,}")
+    out.print(f"  peak RAM              {ram:>12,} B{vs}")
+    out.print(f"    arena               {report['arena_bytes']:>12,} B")
+    out.print(f"    input + output      {report['input_bytes'] + report['output_bytes']:>12,} B")
+    out.print(
+        f"  flash (estimate)      {report['flash_bytes']:>12,} B "
+        f"(.tflite {report['model_bytes']:,} B)"
+    )
+    out.print(f"  board                 {report['board']} ({report['board_sram_bytes']:,} B RAM)")
+    for path in report["files"]:
+        out.print(f"wrote {escape(path)}", soft_wrap=True)
 
 
 @app.command()

@@ -152,6 +152,29 @@ def deployment_table(d: dict[str, Any]) -> Table:
     return t
 
 
+def deployments_table(deployments: list[dict[str, Any]]) -> Table:
+    """Deployments, one row each: release, status, open phase, devices by status."""
+    t = Table(title=f"{len(deployments)} deployments", title_justify="left")
+    for col in ("id", "release", "status", "phase", "devices", "statuses", "created"):
+        t.add_column(col)
+    for d in deployments:
+        rel = d["release"]
+        totals: dict[str, int] = {}
+        for ph in d["phases"]:
+            for k, v in ph["counts"].items():
+                totals[k] = totals.get(k, 0) + v
+        t.add_row(
+            str(d["id"]),
+            f"{rel['name']} {rel['version']} → {rel['target']}",
+            d["status"],
+            f"{d['open_phase'] + 1}/{len(d['phases'])}",
+            str(d["device_count"]),
+            " ".join(f"{k}={v}" for k, v in sorted(totals.items()) if v) or "—",
+            _time(d.get("created_at")),
+        )
+    return t
+
+
 def _time(value: Any) -> str:
     """An ISO 8601 time to the second, as `2026-11-27 12:03:57`."""
     return "—" if not value else str(value).replace("T", " ")[:19]

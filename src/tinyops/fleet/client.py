@@ -4,6 +4,17 @@
     create_deployment(server, token, name, version, ...)    POST /api/v1/deployments
     deployment_action(server, token, id, action)           POST /api/v1/deployments/{id}/{action}
     deployment_status(server, token, id)                   GET  /api/v1/deployments/{id}
+    list_devices(server, token, status=, hardware=, tags=) GET  /api/v1/devices (all pages)
+    search_logs(server, token, device_id=, level=, ...)    GET  /api/v1/[devices/{id}/]logs
+    send_command(server, token, device_id, kind, args)     POST /api/v1/devices/{id}/commands
+    get_command(server, token, device_id, command_id)      GET  /api/v1/devices/{id}/commands
+    list_samples(server, token, dataset, since_id)         GET  /api/v1/samples (all pages)
+    submit_samples(server, token, dataset, items)          POST /api/v1/samples
+    submit_feedback(server, token, name, version, device, items)  POST /api/v1/feedback
+    get_drift(server, token, release, device=, group=, ...) GET  /api/v1/drift
+    drift_devices(server, token, release, ...)             GET  /api/v1/drift/devices (all pages)
+    drift_profile(server, token, release)                  GET  /api/v1/drift/profile
+    list_alerts(server, token, state=)                     GET  /api/v1/alerts
 
 Every function returns the server's JSON answer as a dict. A refusal raises
 `FleetClientError` carrying the HTTP status and the server's error code, message and field;
@@ -13,6 +24,7 @@ a server that cannot be reached raises it too, with status None.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -183,6 +195,19 @@ def deployment_status(
     )
 
 
+def list_deployments(
+    server: str,
+    token: str,
+    status: str | None = None,
+    *,
+    client: httpx.Client | None = None,
+) -> list[dict[str, Any]]:
+    """Deployments, newest first (only those in `status` when given)."""
+    params = {"status": status} if status is not None else None
+    page = _request("GET", server, token, "/api/v1/deployments", client=client, params=params)
+    return list(page["deployments"])
+
+
 def create_enrollment_token(
     server: str,
     token: str,
@@ -207,3 +232,254 @@ def add_trusted_key(
         raise FleetClientError(f"cannot read public key {public_key}: {exc}") from exc
     body = {"name": name, "public_key_pem": pem}
     return _request("POST", server, token, "/api/v1/trusted-keys", client=client, json=body)
+
+
+def list_alerts(
+    server: str, token: str, state: str | None = None, *, client: httpx.Client | None = None
+) -> list[dict[str, Any]]:
+    """The server's current alerts (GET /api/v1/alerts), optionally of one state."""
+    params = {} if state is None else {"state": state}
+    return list(
+        _request("GET", server, token, "/api/v1/alerts", client=client, params=params)["alerts"]
+    )
+
+
+# --- devices, logs and remote debug (tinyops device ...) ------------------------------------
+
+
+def list_devices(
+    server: str,
+    token: str,
+    *,
+    status: str | None = None,
+    hardware: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    client: httpx.Client | None = None,
+) -> list[dict[str, Any]]:
+    """Every device matching the filters (all pages of GET /api/v1/devices), by id."""
+    params: dict[str, Any] = {"tag": [f"{k}:{v}" for k, v in (tags or {}).items()]}
+    if status is not None:
+        params["status"] = status
+    if hardware is not None:
+        params["hardware"] = hardware
+    devices: list[dict[str, Any]] = []
+    while True:
+        page = _request("GET", server, token, "/api/v1/devices", client=client, params=params)
+        devices += page["devices"]
+        if page.get("next_after") is None:
+            return devices
+        params["after"] = page["next_after"]
+
+
+def search_logs(
+    server: str,
+    token: str,
+    *,
+    device_id: str | None = None,
+    level: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    text: str | None = None,
+    after_id: int | None = None,
+    before_id: int | None = None,
+    order: Literal["newest", "oldest"] = "newest",
+    limit: int = 100,
+    client: httpx.Client | None = None,
+) -> dict[str, Any]:
+    """One page of device log lines: {"logs": [...], "next": cursor or None}.
+
+    With `device_id`, GET /api/v1/devices/{id}/logs (404 for an unknown device); without,
+    the fleet-wide GET /api/v1/logs. Times are ISO 8601 strings with a zone.
+    """
+    params = {
+        "level": level,
+        "since": since,
+        "until": until,
+        "q": text,
+        "after_id": after_id,
+        "before_id": before_id,
+        "order": order,
+        "limit": limit,
+    }
+    params = {k: v for k, v in params.items() if v is not None}
+    path = "/api/v1/logs" if device_id is None else f"/api/v1/devices/{device_id}/logs"
+    return _request("GET", server, token, path, client=client, params=params)
+
+
+def send_command(
+    server: str,
+    token: str,
+    device_id: str,
+    kind: str,
+    args: Mapping[str, Any] | None = None,
+    *,
+    client: httpx.Client | None = None,
+) -> dict[str, Any]:
+    """Queue a remote-debug command; the device runs it at its next poll."""
+    body = {"kind": kind, "args": dict(args or {})}
+    return _request(
+        "POST", server, token, f"/api/v1/devices/{device_id}/commands", client=client, json=body
+    )
+
+
+def get_command(
+    server: str,
+    token: str,
+    device_id: str,
+    command_id: int,
+    *,
+    client: httpx.Client | None = None,
+) -> dict[str, Any]:
+    """One command of a device with its status and, once done, its result."""
+    commands = _request(
+        "GET", server, token, f"/api/v1/devices/{device_id}/commands", client=client
+    )["commands"]
+    for command in commands:
+        if command["id"] == command_id:
+            return dict(command)
+    raise FleetClientError(f"device {device_id} has no command {command_id}", field="command")
+
+
+# --- labeled samples (tinyops retrain) ------------------------------------------------------
+
+
+def list_samples(
+    server: str,
+    token: str,
+    dataset: str,
+    since_id: int = 0,
+    *,
+    page_size: int = 1000,
+    client: httpx.Client | None = None,
+) -> list[dict[str, Any]]:
+    """Every labeled sample of `dataset` with id > `since_id` (all pages), oldest first."""
+    items: list[dict[str, Any]] = []
+    cursor = since_id
+    while True:
+        page = _request(
+            "GET",
+            server,
+            token,
+            "/api/v1/samples",
+            client=client,
+            params={"dataset": dataset, "since_id": cursor, "limit": page_size},
+        )
+        items += page["items"]
+        if page.get("next") is None or not page["items"]:
+            return items
+        cursor = int(page["next"])
+
+
+# --- drift monitoring, feedback and labeled samples --------------------------------------
+
+
+def _time(value: datetime | str | None) -> str | None:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def submit_samples(
+    server: str,
+    token: str,
+    dataset: str,
+    items: Sequence[Mapping[str, Any]],
+    *,
+    client: httpx.Client | None = None,
+) -> dict[str, Any]:
+    """Add labeled samples ({"features": [...] | "values": {...}, "label", "device"?, "t"?})
+    to `dataset`; {"accepted": n, "total": N}."""
+    body = {"dataset": dataset, "items": [dict(i) for i in items]}
+    return _request("POST", server, token, "/api/v1/samples", client=client, json=body)
+
+
+def submit_feedback(
+    server: str,
+    token: str,
+    name: str,
+    version: str,
+    device_id: str,
+    labels: Mapping[str, int],
+    *,
+    client: httpx.Client | None = None,
+) -> dict[str, Any]:
+    """True labels of a device's sampled predictions, prediction id → class index."""
+    body = {
+        "release": {"name": name, "version": version},
+        "device": device_id,
+        "items": [{"prediction_id": k, "label": v} for k, v in labels.items()],
+    }
+    return _request("POST", server, token, "/api/v1/feedback", client=client, json=body)
+
+
+def get_drift(
+    server: str,
+    token: str,
+    release: str,
+    *,
+    target: str | None = None,
+    device_id: str | None = None,
+    group: str | None = None,
+    start: datetime | str | None = None,
+    end: datetime | str | None = None,
+    client: httpx.Client | None = None,
+) -> dict[str, Any]:
+    """Drift of `release` ("name@version") over a selection (one device, or a "tagkey:value"
+    group, or the fleet) and a time range (default: the last day)."""
+    params = {
+        "release": release,
+        "target": target,
+        "device": device_id,
+        "group": group,
+        "start": _time(start),
+        "end": _time(end),
+    }
+    return _request(
+        "GET",
+        server,
+        token,
+        "/api/v1/drift",
+        client=client,
+        params={k: v for k, v in params.items() if v is not None},
+    )
+
+
+def drift_devices(
+    server: str,
+    token: str,
+    release: str,
+    *,
+    target: str | None = None,
+    group: str | None = None,
+    start: datetime | str | None = None,
+    end: datetime | str | None = None,
+    client: httpx.Client | None = None,
+) -> list[dict[str, Any]]:
+    """Every device's drift verdict for `release` (all pages of GET /api/v1/drift/devices)."""
+    params = {
+        "release": release,
+        "target": target,
+        "group": group,
+        "start": _time(start),
+        "end": _time(end),
+        "limit": 1000,
+    }
+    query: dict[str, Any] = {k: v for k, v in params.items() if v is not None}
+    devices: list[dict[str, Any]] = []
+    while True:
+        page = _request("GET", server, token, "/api/v1/drift/devices", client=client, params=query)
+        devices += page["devices"]
+        if page.get("next_after") is None:
+            return devices
+        query["after"] = page["next_after"]
+
+
+def drift_profile(
+    server: str,
+    token: str,
+    release: str,
+    *,
+    target: str | None = None,
+    client: httpx.Client | None = None,
+) -> dict[str, Any]:
+    """The release's reference profile, monitoring policy and the drift config in effect."""
+    params = {"release": release} if target is None else {"release": release, "target": target}
+    return _request("GET", server, token, "/api/v1/drift/profile", client=client, params=params)

@@ -15,14 +15,28 @@ over HTTP). Only the device's surroundings are simulated, by wrapping the agent'
                         trial; after `max_trial_boots` the agent reverts on its own)
     self-test failure   a share of devices fail the bad release's golden-vector self-test
     clock skew          each device's wall clock is off by up to ± `clock_skew_s`
+    drift               some devices' sensors shift: the summary features a `DriftFault`
+                        names move by a number of reference standard deviations
 
 "Bad" releases are those whose version is in `bad_versions` (all releases when empty).
 A power loss or crash ends the agent's task with an exception below `Exception` (like a
 real power cut, nothing in the agent gets to handle it); the device then boots a new
 `Agent` over the same store, which is what a reboot is.
 
+Inferences (`inferences_per_poll` > 0): before each poll, a device whose committed release
+carries a reference profile runs that many simulated inferences and hands them to its
+agent's drift sketch (`Agent.observe_many`). `ProfileSampler` draws them from the profile
+itself: per numeric feature a bin with the reference's proportion, then a value uniform
+between the bin's edges (its reference mean for an open-ended first or last bin, or for a
+feature binned by value); per categorical feature a value with its reference share; a
+predicted class with the reference class distribution and a confidence from the reference
+confidence histogram. A device that sees the training distribution thus shows no drift; a
+drifted device adds `shift × σ_ref` to each feature its `DriftFault`s name.
+
 The fault draws come from one seeded `random.Random` per device, so a run's faults are
-reproducible for a given seed; timing (and so interleaving with the server) is real.
+reproducible for a given seed; timing (and so interleaving with the server) is real. Which
+devices drift, and the inferences they draw, come from their own seeded streams, so adding
+inferences changes none of the other faults' draws.
 """
 
 from __future__ import annotations
@@ -37,7 +51,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from tinyops.errors import UsageError
+import numpy as np
+from numpy.typing import NDArray
+
+from tinyops.errors import DataError, UsageError
 from tinyops.fleet.agent import (
     Agent,
     AgentConfig,
@@ -50,7 +67,12 @@ from tinyops.fleet.agent import (
 )
 from tinyops.fleet.agent.messages import SlotName
 from tinyops.fleet.agent.state import SlotContent
-from tinyops.fleet.agent.transport import DownloadSink, Transport, TransportError
+from tinyops.fleet.agent.transport import (
+    DownloadSink,
+    SketchTransport,
+    Transport,
+    TransportError,
+)
 
 if TYPE_CHECKING:
     import httpx
@@ -58,6 +80,7 @@ if TYPE_CHECKING:
 
     from tinyops.fleet.agent.clock import Clock
     from tinyops.fleet.mqtt.session import MqttSession
+    from tinyops.monitor.reference import ReferenceProfile
 
 
 # Devices per HTTP connection pool of the simulator (see FleetSimulator.__aenter__).
@@ -73,6 +96,28 @@ class DeviceCrash(BaseException):
 
 
 @dataclass(frozen=True)
+class DriftFault:
+    """Sensor drift on some devices: each feature in `shifts` moves by that many reference
+    standard deviations. The devices: those in `devices` (ids), plus a share `share` of all
+    devices drawn per device from a seeded stream."""
+
+    shifts: Mapping[str, float]
+    share: float = 0.0
+    devices: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not self.shifts:
+            raise UsageError("drift fault: name at least one feature and its shift")
+        for name, shift in self.shifts.items():
+            if not name or not np.isfinite(shift):
+                raise UsageError(f"drift fault: {name!r}: the shift must be a finite number")
+        if not 0 <= self.share <= 1:
+            raise UsageError(f"drift fault: share {self.share} is not between 0 and 1")
+        if self.share == 0 and not self.devices:
+            raise UsageError("drift fault: give a share of devices or device ids")
+
+
+@dataclass(frozen=True)
 class Faults:
     """Fault rates: shares in [0, 1]; per request, per download, per update or per device."""
 
@@ -85,6 +130,7 @@ class Faults:
     selftest_fail: float = 0.0
     clock_skew_s: float = 0.0
     bad_versions: frozenset[str] = frozenset()
+    drift: tuple[DriftFault, ...] = ()
 
 
 _FAULT_KEYS = {
@@ -100,7 +146,7 @@ _FAULT_KEYS = {
 
 def parse_faults(text: str, bad_versions: Sequence[str] = ()) -> Faults:
     """`power-loss=2%,corrupt-download=1%,clock-skew=30` → Faults (clock-skew in seconds)."""
-    values: dict[str, float] = {}
+    values: dict[str, Any] = {}  # fault field → its share (or seconds, for clock-skew)
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, raw = part.partition("=")
         key = _FAULT_KEYS.get(name.strip())
@@ -118,6 +164,128 @@ def parse_faults(text: str, bad_versions: Sequence[str] = ()) -> Faults:
     return Faults(**values, bad_versions=frozenset(bad_versions))
 
 
+def parse_drift(text: str) -> tuple[DriftFault, ...]:
+    """`20%:band_03=2,band_04=-1.5;sim-000001+sim-000007:band_00=3` → DriftFaults.
+
+    Each `;`-separated part is SELECTION:FEATURE=SHIFT[,FEATURE=SHIFT...], the selection a
+    percentage or share of the devices, or device ids joined by `+`; shifts in reference
+    standard deviations.
+    """
+    faults: list[DriftFault] = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        selection, sep, spec = part.partition(":")
+        if not sep or not spec.strip():
+            raise UsageError(f"--drift: {part!r} is not SELECTION:FEATURE=SHIFT[,...]")
+        shifts: dict[str, float] = {}
+        for item in filter(None, (i.strip() for i in spec.split(","))):
+            name, eq, raw = item.partition("=")
+            try:
+                shifts[name.strip()] = float(raw)
+            except ValueError:
+                raise UsageError(f"--drift: {item!r} is not FEATURE=SHIFT (a number)") from None
+            if not eq or not name.strip():
+                raise UsageError(f"--drift: {item!r} is not FEATURE=SHIFT")
+        selection = selection.strip()
+        match = re.fullmatch(r"([0-9]*\.?[0-9]+)\s*(%?)", selection)
+        if match:
+            share = float(match.group(1)) / (100 if match.group(2) else 1)
+            faults.append(DriftFault(shifts=shifts, share=share))
+        else:
+            ids = frozenset(filter(None, (d.strip() for d in selection.split("+"))))
+            faults.append(DriftFault(shifts=shifts, devices=ids))
+    return tuple(faults)
+
+
+class ProfileSampler:
+    """Simulated inferences drawn from a reference profile (see the module docstring)."""
+
+    def __init__(self, profile: ReferenceProfile, shifts: Mapping[str, float]) -> None:
+        from tinyops.monitor.reference import CategoricalProfile
+
+        self.profile = profile
+        names = profile.feature_names
+        unknown = sorted(set(shifts) - set(names))
+        if unknown:
+            raise DataError(
+                f"drift fault names features {unknown} that the release's profile does not "
+                f"have; it has {list(names)}"
+            )
+        self._features: list[tuple[Any, ...]] = []
+        for f in profile.features:
+            shift = float(shifts.get(f.name, 0.0))
+            if isinstance(f, CategoricalProfile):
+                if shift:
+                    raise DataError(
+                        f"drift fault: feature {f.name!r} is categorical; only numeric "
+                        "features shift"
+                    )
+                p = _proportions(f.counts)
+                self._features.append(("categorical", np.asarray(f.values), p))
+                continue
+            p = _proportions(f.counts)
+            edges = np.asarray(f.edges, dtype=np.float64)
+            lo = np.concatenate(([np.nan], edges))
+            hi = np.concatenate((edges, [np.nan]))
+            means = np.asarray(f.bin_means, dtype=np.float64)
+            # Inner bins of a continuous feature draw uniformly within (lo, hi]; the open
+            # ends, and every bin of a feature binned by value, give the bin's mean.
+            uniform = np.isfinite(lo) & np.isfinite(hi) & (not f.discrete)
+            self._features.append(("numeric", p, lo, hi, means, uniform, shift * f.std))
+        self._classes: NDArray[np.float64] | None = None
+        self._confidence: tuple[Any, ...] | None = None
+        if profile.prediction_counts is not None:
+            self._classes = _proportions(profile.prediction_counts)
+            conf = profile.confidence
+            if conf is not None:
+                edges = np.asarray(conf.edges, dtype=np.float64)
+                lo = np.concatenate(([0.0], edges))
+                hi = np.concatenate((edges, [1.0]))
+                self._confidence = (_proportions(conf.counts), lo, hi)
+
+    def sample(
+        self, n: int, rng: np.random.Generator
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
+        """`n` summary rows (n × features) and their class probabilities (or None)."""
+        rows = np.empty((n, len(self._features)), dtype=np.float64)
+        for j, spec in enumerate(self._features):
+            if spec[0] == "categorical":
+                _, values, p = spec
+                rows[:, j] = values[rng.choice(values.size, size=n, p=p)]
+                continue
+            _, p, lo, hi, means, uniform, offset = spec
+            bins = rng.choice(p.size, size=n, p=p)
+            col = means[bins]
+            drawn = uniform[bins]
+            u = rng.random(n)
+            # hi - u·(hi - lo), u in [0, 1): within (lo, hi], the bin the value belongs to.
+            col[drawn] = hi[bins][drawn] - u[drawn] * (hi[bins][drawn] - lo[bins][drawn])
+            rows[:, j] = col + offset
+        if self._classes is None:
+            return rows, None
+        n_classes = self._classes.size
+        predicted = rng.choice(n_classes, size=n, p=self._classes)
+        if self._confidence is None:
+            conf = np.ones(n)
+        else:
+            p, lo, hi = self._confidence
+            bins = rng.choice(p.size, size=n, p=p)
+            conf = hi[bins] - rng.random(n) * (hi[bins] - lo[bins])
+        # The predicted class must stay the largest: at least 1/C (plus a hair).
+        conf = np.clip(conf, 1.0 / n_classes + 1e-6, 1.0)
+        probs = np.repeat(((1.0 - conf) / max(n_classes - 1, 1))[:, None], n_classes, axis=1)
+        probs[np.arange(n), predicted] = conf
+        return rows, probs
+
+
+def _proportions(counts: Sequence[int]) -> NDArray[np.float64]:
+    c = np.asarray(counts, dtype=np.float64)
+    total = c.sum()
+    if total <= 0:
+        raise DataError("reference profile: a histogram without counts cannot be sampled")
+    shares: NDArray[np.float64] = c / total
+    return shares
+
+
 @dataclass
 class DeviceRecord:
     """What the simulator observed of one device (for the live view and the summary)."""
@@ -131,6 +299,9 @@ class DeviceRecord:
     last_status: str | None = None
     statuses: list[str] = field(default_factory=list)
     installed: str | None = None
+    drift_shifts: dict[str, float] = field(default_factory=dict)
+    inferences: int = 0
+    inference_error: str | None = None
 
 
 class _FaultySink:
@@ -201,6 +372,13 @@ class _FaultyTransport:
     async def send_telemetry(self, batch: Any) -> Any:
         self._maybe_drop("telemetry")
         return await self.inner.send_telemetry(batch)
+
+    async def send_sketch(self, body: Any) -> Any:
+        if not isinstance(self.inner, SketchTransport):
+            # An MQTT channel carries no sketches (yet): refused, so the agent drops them.
+            raise TransportError("this transport cannot send drift sketches", retryable=False)
+        self._maybe_drop("sketch")
+        return await self.inner.send_sketch(body)
 
     async def fetch_commands(self) -> Any:
         self._maybe_drop("commands")
@@ -288,6 +466,39 @@ class SimulatedDevice:
             self.clock = WakeableClock(self.clock)
         self.store = _FaultyStore(self, sim.blobs)
         self.agent: Agent | None = None
+        # Own seeded streams: which devices drift and what they infer leave `rng` alone.
+        drift_rng = random.Random(_seed(sim.seed, index, "drift"))
+        shifts: dict[str, float] = {}
+        for fault in self.faults.drift:
+            picked = drift_rng.random() < fault.share
+            if picked or self.device_id in fault.devices:
+                for name, shift in fault.shifts.items():
+                    shifts[name] = shifts.get(name, 0.0) + shift
+        self.record.drift_shifts = shifts
+        self.inference_rng = np.random.default_rng(_seed(sim.seed, index, "inferences"))
+        self._sampler: ProfileSampler | None = None
+
+    def infer(self, agent: Agent) -> None:
+        """Run this poll's simulated inferences through the agent's drift sketch."""
+        n = self.sim.inferences_per_poll
+        if n <= 0 or self.record.inference_error is not None:
+            return
+        profile = agent.sketch_profile
+        if profile is None:
+            return
+        sampler = self._sampler
+        if sampler is None or sampler.profile is not profile:
+            try:
+                sampler = self._sampler = ProfileSampler(profile, self.record.drift_shifts)
+            except DataError as exc:
+                # Kept on the record (and in the summary): a misnamed feature must not pass
+                # silently as "no drift".
+                self.record.inference_error = str(exc)
+                agent.log.error(f"simulated inferences stopped: {exc}")
+                return
+        rows, probs = sampler.sample(n, self.inference_rng)
+        agent.observe_many(rows, probs)
+        self.record.inferences += n
 
     def new_agent(self) -> Agent:
         from tinyops.fleet.agent.http import HttpTransport
@@ -306,7 +517,8 @@ class SimulatedDevice:
                 timeout_s=self.sim.request_timeout_s,
             )
         transport = _FaultyTransport(channel, self)
-        return Agent(
+        return _SimulatedAgent(
+            self,
             AgentConfig(
                 hardware=self.sim.hardware,
                 device_id=self.device_id,
@@ -314,6 +526,7 @@ class SimulatedDevice:
                 poll_interval_s=self.sim.poll_interval_s,
                 backoff_base_s=0.5,
                 backoff_cap_s=10.0,
+                sketch_window_s=self.sim.sketch_window_s,
             ),
             transport=transport,
             store=self.store,
@@ -344,6 +557,23 @@ class SimulatedDevice:
             self.record.installed = installed.version if installed else None
 
 
+class _SimulatedAgent(Agent):
+    """The real agent, whose device runs simulated inferences before each poll."""
+
+    def __init__(self, device: SimulatedDevice, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.device = device
+
+    async def poll_once(self) -> float:
+        self.device.infer(self)
+        return await super().poll_once()
+
+
+def _seed(seed: int, index: int, purpose: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{index}:{purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
 @dataclass(frozen=True)
 class Summary:
     devices: int
@@ -356,6 +586,9 @@ class Summary:
     dropped_requests: int
     corrupted_downloads: int
     cpu_s: float
+    drifted_devices: int = 0
+    inferences: int = 0
+    inference_errors: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -383,6 +616,8 @@ class FleetSimulator:
         mqtt_url: str | None = None,
         mqtt_prefix: str = "tinyops",
         request_timeout_s: float = 10.0,
+        inferences_per_poll: int = 0,
+        sketch_window_s: float | None = None,
     ) -> None:
         from tinyops.fleet.agent import LiteRtSelfTest
 
@@ -394,6 +629,10 @@ class FleetSimulator:
         self.mqtt_url = mqtt_url
         self.mqtt_prefix = mqtt_prefix
         self.request_timeout_s = request_timeout_s
+        if inferences_per_poll < 0:
+            raise UsageError(f"--inferences: need 0 or more per poll, got {inferences_per_poll}")
+        self.inferences_per_poll = inferences_per_poll
+        self.sketch_window_s = sketch_window_s
         self.session: MqttSession | None = None
         self.server = server
         self.enroll_token = enroll_token
@@ -430,6 +669,9 @@ class FleetSimulator:
             dropped_requests=sum(r.dropped_requests for r in recs),
             corrupted_downloads=sum(r.corrupted_downloads for r in recs),
             cpu_s=round(time.process_time() - self._cpu0, 2),
+            drifted_devices=sum(1 for r in recs if r.drift_shifts),
+            inferences=sum(r.inferences for r in recs),
+            inference_errors=sum(1 for r in recs if r.inference_error is not None),
         )
 
     async def __aenter__(self) -> FleetSimulator:

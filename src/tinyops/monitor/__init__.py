@@ -13,7 +13,12 @@ class and a confidence histogram. The pieces:
                 the dataset verdict (drift when at least half of the features drift), and
                 prediction and confidence drift.
 - config.py     DriftConfig: the method and threshold per feature kind, with Evidently's
-                defaults.
+                defaults; MonitoringConfig, the project file's `monitoring:` section.
+- summaries.py  how one model input becomes the profile's feature row (columns, bands of
+                a spectrogram, channels or row bands of an image).
+- policy.py     the bundle members monitoring/profile.json and monitoring/policy.json.
+- sketch.py     SketchAccumulator: one window of a device's inferences in the profile's
+                bins, the body a device sends to the server.
 
 The statistics are plain NumPy (SciPy for p-values) and import nothing heavy at module
 level. docs/drift.md states every formula, default and threshold.

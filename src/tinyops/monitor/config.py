@@ -17,6 +17,11 @@ user expects:
 
 PSI (threshold 0.1) is available for any feature by naming it as the method.
 docs/drift.md states every formula.
+
+MonitoringConfig is the whole `monitoring:` section of the project file: DriftConfig plus
+the window, the bins, how a model input is summarised into features (summaries.py) and the
+sampling policy (docs/project-file.md), and RetrainConfig, the policy of `tinyops retrain`
+(docs/retrain.md).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Method = Literal["ks", "wasserstein", "psi", "jensenshannon", "chisquare", "z"]
 NumericMethod = Literal["auto", "ks", "wasserstein", "psi", "jensenshannon", "chisquare"]
@@ -134,9 +139,164 @@ class DriftConfig(BaseModel):
         description="Dataset drift when the share of drifted features is at least this "
         "(Evidently: 0.5).",
     )
+    min_count: int = Field(
+        default=1000,
+        ge=1,
+        description="Inferences a fleet verdict needs: the server sums a device's latest "
+        "sketch windows, newest first, until they hold at least this many (at most "
+        "`max_windows` of them) and gives no verdict below it. A distance measured on a "
+        "small window is mostly sampling noise: the normed Wasserstein distance of 50 "
+        "draws from the reference itself averages 0.18, above the default threshold 0.1; "
+        "of 500 draws it crosses 0.1 one time in 20, of 1000 one time in 1000.",
+    )
+    max_windows: int = Field(
+        default=24,
+        ge=1,
+        description="Most sketch windows summed to reach `min_count` for one verdict.",
+    )
     psi_epsilon: float = Field(
         default=1e-4,
         gt=0,
         lt=1,
         description="PSI replaces an empty bin's proportion (0) by this, so its log is finite.",
+    )
+
+
+# ---------------------------------------------------------------------------- monitoring
+
+SummaryKind = Literal["auto", "columns", "bands", "channels"]
+
+# The largest raw-sample allowance a project may grant per device and window: a sketch is
+# one HTTP body, and a few hundred rows already give the server's KS test its power.
+MAX_SAMPLES_PER_WINDOW = 10_000
+
+
+class SamplingConfig(BaseModel):
+    """Which raw samples may leave a device (none by default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_samples_per_window: int = Field(
+        default=0,
+        ge=0,
+        le=MAX_SAMPLES_PER_WINDOW,
+        description="Raw summary rows (with their prediction) a device may send per window, "
+        "drawn by reservoir sampling; 0 = no raw sample ever leaves the device.",
+    )
+
+
+# Rules of the alert rules template (templates/alerts.yaml) that watch the model's data
+# and quality, as opposed to the hardware.
+DEFAULT_DRIFT_RULES: tuple[str, ...] = (
+    "FeatureDrift",
+    "DatasetDrift",
+    "PredictionDrift",
+    "ConfidenceDrift",
+    "AccuracyDrop",
+)
+
+
+class RetrainConfig(BaseModel):
+    """The `monitoring.retrain:` policy of `tinyops retrain` (docs/retrain.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}(/[A-Za-z0-9][A-Za-z0-9._-]{0,62})?$",
+        description="Server dataset of newly labeled samples (POST /api/v1/samples); "
+        "default: the project's name.",
+    )
+    min_new_samples: int = Field(
+        default=100, ge=1, description="Retrain only once this many new samples arrived."
+    )
+    require_drift_alert: bool = Field(
+        default=True,
+        description="Retrain only while a drift alert fires for the release in the field.",
+    )
+    drift_rules: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_DRIFT_RULES),
+        min_length=1,
+        description="Alert rule names that count as drift alerts.",
+    )
+    require_approval: bool = Field(
+        default=False,
+        description="Stop after the gates; `tinyops retrain approve` uploads and deploys.",
+    )
+    automatic: bool = Field(
+        default=False,
+        description="Allow the retraining worker (`tinyops retrain --watch`) to run.",
+    )
+    phases: str = Field(
+        default="5%,100%",
+        description="Phases of the canary deployment, cumulative (as `tinyops deploy create`).",
+    )
+    max_failure: float | None = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="Abort the deployment when a phase's failures pass this share.",
+    )
+    tags: dict[str, str] = Field(
+        default_factory=dict, description="Deploy to devices with these tags (all must match)."
+    )
+    bump: Literal["patch", "minor", "major"] = Field(
+        default="patch", description="Which part of bundle.version a retrain increments."
+    )
+    data_dir: str = Field(
+        default="data/retrain",
+        description="Folder (relative to the project) the new samples are written to.",
+    )
+
+    @field_validator("phases")
+    @classmethod
+    def _phases(cls, value: str) -> str:
+        from tinyops.fleet.rollout import parse_phases
+
+        parse_phases(value)  # a ValueError names what is wrong with the text
+        return value
+
+
+class MonitoringConfig(BaseModel):
+    """The `monitoring:` section of tinyops.yaml.
+
+    `window_s`, `bins`, `summaries` and `sampling` shape the bundle (the reference profile
+    and the policy devices follow) and so enter the bundle stage's cache key; `drift` and
+    `alerts` are read by the server only.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    drift: DriftConfig = Field(
+        default_factory=DriftConfig, description="Drift methods and thresholds."
+    )
+    window_s: int = Field(
+        default=3600,
+        ge=1,
+        le=7 * 86_400,
+        description="Seconds of inferences one device sketch covers (windows are aligned "
+        "to multiples of this since the Unix epoch, UTC).",
+    )
+    bins: int = Field(
+        default=10,
+        ge=2,
+        le=100,
+        description="Quantile bins per numeric feature of the reference profile.",
+    )
+    summaries: SummaryKind = Field(
+        default="auto",
+        description="How a model input becomes the profile's feature row: 'columns' "
+        "(each input value), 'bands' (audio (T, B[, 1]): mean over time per band), "
+        "'channels' (images (H, W, C): mean per channel; one channel: mean per row band); "
+        "'auto' picks from the data's modality and the model's input shape.",
+    )
+    sampling: SamplingConfig = Field(
+        default_factory=SamplingConfig, description="Raw samples devices may send."
+    )
+    alerts: str | None = Field(
+        default=None,
+        description="Path of the alert rules file (alerts.yaml), relative to the project.",
+    )
+    retrain: RetrainConfig = Field(
+        default_factory=RetrainConfig, description="Policy of `tinyops retrain`."
     )

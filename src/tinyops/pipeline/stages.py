@@ -393,6 +393,11 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
             "board": p.target.board,
             "key_id": kid,
             "registered_model": p.tracking.registered_model or p.name,
+            # What shapes the monitoring members; drift thresholds and alert rules are the
+            # server's business and must not rebuild (and re-sign) a bundle.
+            "monitoring": p.monitoring.model_dump(
+                mode="json", include={"window_s", "bins", "summaries", "sampling"}
+            ),
         }
 
     def bundle(ctx: StageContext) -> StageOutput:
@@ -405,6 +410,7 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
         from tinyops.bundle.golden import GoldenVectors
         from tinyops.bundle.keys import load_private_key
         from tinyops.bundle.manifest import TensorSpec
+        from tinyops.compile.layout import bundle_members as compiled_members
         from tinyops.optimize.quant import quantize
         from tinyops.targets.tflm import TflmModel
 
@@ -429,9 +435,13 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
             tolerance=1,
         )
         ops = sorted(prof["ops"])
+        monitoring, monitoring_record = _monitoring_members(
+            p, ctx, fs, tflm, ctx.inputs["train"]["task"]
+        )
         files: dict[str, bytes] = {"model.tflite": blob}
         files.update({n: t.encode() for n, t in model_data_sources(blob).items()})
         files.update(golden.to_files())
+        files.update(monitoring)
         files.update(
             arduino_library(
                 name=p.name,
@@ -444,6 +454,10 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
                 ops=ops,
             )
         )
+        # The model compiled to C (compiled/: sources, CMake, Arduino library); a model the
+        # compiler refuses still bundles for TFLM, the record says why.
+        compiled, compiled_record = compiled_members(blob, source, p.name, p.bundle.version)
+        files.update(compiled)
         registered = p.tracking.registered_model or p.name
         run_id = ctx.inputs["train"]["mlflow_run_id"]
         tracker = _tracker(ctx)
@@ -499,6 +513,8 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
             "model_name": registered,
             "model_version": model_version,
             "mlflow_run_id": run_id,
+            "monitoring": monitoring_record,
+            "compiled": compiled_record,
         }
 
     def register(ctx: StageContext) -> StageOutput:
@@ -552,7 +568,7 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
         ),
         Stage(
             "bundle",
-            "1",
+            "2",  # 2: the bundle carries monitoring/profile.json and monitoring/policy.json
             ("features", "train", "optimize", "profile", "device-validate"),
             bundle_cfg,
             bundle,
@@ -573,6 +589,67 @@ def ensure_signing_key(path: Path) -> Any:
     if not path.exists():
         generate_keypair(path.parent, name=path.stem)
     return load_private_key(path)
+
+
+def _monitoring_members(
+    project: Project, ctx: StageContext, fs: Any, tflm: Any, task: str
+) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """The bundle's monitoring members (reference profile and policy) and a summary record.
+
+    The profile is computed on the TRAINING split's summary rows. The model outputs in it
+    come from the int8 deploy model run on TFLM, not from the float Keras model: devices
+    report the confidences and predictions of the int8 model, so a device that sees exactly
+    the training distribution must not show prediction or confidence drift merely because
+    quantization moved a probability across a bin edge.
+    """
+    import numpy as np
+
+    from tinyops.data.snapshot import load_snapshot
+    from tinyops.errors import DataError, ProjectError
+    from tinyops.monitor.policy import MonitoringPolicy, monitoring_files
+    from tinyops.monitor.reference import build_reference_profile
+    from tinyops.monitor.summaries import summarizer
+
+    mon = project.monitoring
+    snapshot = load_snapshot(store_root(ctx.project_dir), fs.snapshot_id)
+    try:
+        summary = summarizer(
+            mon.summaries,
+            fs.input_shape,
+            modality=snapshot.dataset.modality,
+            column_names=snapshot.dataset.feature_names,
+        )
+    except DataError as exc:
+        raise ProjectError(f"monitoring.summaries: {exc}") from exc
+    x_train = fs.x("train")
+    outputs: dict[str, Any] = {}
+    if task == "classification":
+        out = tflm.run(x_train)
+        out = out.reshape(out.shape[0], -1)
+        if np.all(np.isfinite(out)) and out.min() >= 0.0 and out.max() <= 1.0:
+            outputs["probabilities"] = out
+        else:  # not probabilities (no softmax or sigmoid): the class distribution only
+            outputs["predictions"] = np.argmax(out, axis=1)
+            outputs["num_classes"] = out.shape[1]
+    profile = build_reference_profile(
+        summary.summarize(x_train), summary.feature_names, bins=mon.bins, **outputs
+    )
+    accuracy = ctx.inputs["device-validate"].get("accuracy")
+    policy = MonitoringPolicy(
+        window_s=mon.window_s,
+        summaries=summary.kind,
+        max_samples_per_window=mon.sampling.max_samples_per_window,
+        # The int8 model's accuracy on the test split through TFLM: what devices run.
+        reference_accuracy=None if accuracy is None else round(float(accuracy), 6),
+    )
+    record = {
+        "summaries": summary.kind,
+        "features": list(profile.feature_names),
+        "reference_rows": profile.rows,
+        "window_s": mon.window_s,
+        "max_samples_per_window": mon.sampling.max_samples_per_window,
+    }
+    return monitoring_files(profile, policy), record
 
 
 def _spec(cls: Any, d: Any) -> Any:

@@ -2,7 +2,8 @@
 
 Each domain package owns the schema of its own section (`tinyops.data.config`,
 `tinyops.features.config`, ...); this module only composes them and adds the sections
-that belong to the pipeline as a whole (gates, tracking, bundle). Unknown keys are errors
+that belong to the pipeline as a whole (gates, tracking, bundle). `monitoring:` is
+`tinyops.monitor.config.MonitoringConfig`. Unknown keys are errors
 everywhere, so a typo never silently falls back to a default.
 """
 
@@ -15,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tinyops.data.config import SourceConfig, SplitConfig, ValidationConfig
 from tinyops.features.config import BlockConfig
+from tinyops.monitor.config import MonitoringConfig
 from tinyops.optimize.config import OptimizeConfig
 from tinyops.targets.budget import Budgets
 from tinyops.train.config import ModelConfig, TrainingConfig
@@ -89,6 +91,7 @@ class Project(_Section):
     gates: GatesSection = Field(default_factory=GatesSection)
     tracking: TrackingSection = Field(default_factory=TrackingSection)
     bundle: BundleSection = Field(default_factory=BundleSection)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @field_validator("name")
     @classmethod

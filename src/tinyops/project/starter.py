@@ -13,6 +13,8 @@ from tinyops.project.schema import PROJECT_NAME_PATTERN
 from tinyops.store.atomic import atomic_write_text
 
 WORKFLOW = Path(".github/workflows/tinyops.yml")
+# The fleet server's default alert rules (docs/alerts.md): `tinyops serve --alert-rules`.
+ALERTS = Path("alerts.yaml")
 
 # The store's atomic writes create files 0600 (mkstemp); these files are meant to be
 # committed and read by collaborators and CI, so they get the usual rw-r--r--.
@@ -32,10 +34,10 @@ def project_name_for(directory: Path) -> str:
 
 
 def write_starter(directory: Path, name: str | None = None, force: bool = False) -> list[Path]:
-    """Write tinyops.yaml, the CI workflow and .gitignore entries into `directory`.
+    """Write tinyops.yaml, the CI workflow, alerts.yaml and .gitignore entries into `directory`.
 
     Returns the files written. An existing tinyops.yaml is kept unless `force`; an existing
-    workflow likewise; an existing .gitignore only gains the entries it lacks.
+    workflow and alerts.yaml likewise; an existing .gitignore only gains the entries it lacks.
     """
     directory = directory.resolve()
     project_name = name if name is not None else project_name_for(directory)
@@ -55,6 +57,10 @@ def write_starter(directory: Path, name: str | None = None, force: bool = False)
     if not workflow.exists() or force:
         _write_shared(workflow, (templates / "workflow.yml").read_text(encoding="utf-8"))
         written.append(workflow)
+    alerts = directory / ALERTS
+    if not alerts.exists() or force:
+        _write_shared(alerts, (templates / "alerts.yaml").read_text(encoding="utf-8"))
+        written.append(alerts)
     gitignore = directory / ".gitignore"
     existing = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
     # `.tinyops`, `/.tinyops` and `.tinyops/` all ignore the store.

@@ -56,6 +56,10 @@ class AuditAction(enum.StrEnum):
     """A device's status in a deployment changed (reported, or set to rollback-pending)."""
     COMMAND_CREATE = "command.create"
     COMMAND_RESULT = "command.result"
+    FEEDBACK_SUBMIT = "feedback.submit"
+    """Ground-truth labels for a device's sampled predictions (performance drift)."""
+    SAMPLES_SUBMIT = "samples.submit"
+    """Newly labeled samples added to a dataset (for retraining)."""
 
 
 class AuditRecord(BaseModel):

@@ -9,6 +9,7 @@ The matrix is the one of docs/device-protocol.md:
     send a remote-debug command to a device                ✓                   ✓
     create enrollment tokens, decommission devices         ✓                   ✓
     create/revoke API tokens, add trusted keys             ✓
+    submit feedback labels and labeled samples             ✓        ✓
 
 Devices are not roles: a device token may only use the device API, for itself.
 """
@@ -42,11 +43,15 @@ class Permission(enum.StrEnum):
     """Create enrollment tokens, decommission devices."""
     MANAGE_ACCESS = "manage-access"
     """Create and revoke API tokens, add trusted keys."""
+    SUBMIT_DATA = "submit-data"
+    """Submit ground-truth feedback and newly labeled samples (for retraining)."""
 
 
 PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = {
     Role.ADMIN: frozenset(Permission),
-    Role.ML_ENGINEER: frozenset({Permission.READ, Permission.UPLOAD_RELEASE}),
+    Role.ML_ENGINEER: frozenset(
+        {Permission.READ, Permission.UPLOAD_RELEASE, Permission.SUBMIT_DATA}
+    ),
     Role.DEVOPS: frozenset(
         {
             Permission.READ,

@@ -19,23 +19,36 @@ previous slot and failure with the reason. Each transition is saved atomically t
 with its queued report before the next step, so a power loss at any point resumes
 correctly. When the server cannot be reached, `run()` backs off exponentially (base 1 s,
 ×2, cap 300 s, full jitter) and starts again at the base after the next success.
+
+Drift sketches: when the committed release's bundle carries `monitoring/profile.json` and
+`monitoring/policy.json`, the application hands each inference to `observe()` (a summary
+row) or `observe_input()` (the model input, summarised as the policy says). The agent
+folds them into a `SketchAccumulator` per window (aligned to multiples of the policy's
+`window_s`); at each poll a window that has ended is closed and queued, and the queue is
+sent to `POST /api/v1/device/sketches` — best effort, like telemetry: kept for the next
+poll when the server cannot be reached (at most `sketch_queue` windows, oldest dropped;
+in memory, so a reboot loses them), dropped when the server refuses one (4xx). A new
+release closes the old one's window.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, get_args
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field
 
 from tinyops import __version__
 from tinyops.bundle.bundle import VerifiedBundle, bundle_filename
-from tinyops.errors import BundleError, StoreError, TinyopsError, UsageError
+from tinyops.errors import BundleError, DataError, StoreError, TinyopsError, UsageError
 from tinyops.fleet.agent.backoff import Backoff, jittered_interval
 from tinyops.fleet.agent.clock import Clock
 from tinyops.fleet.agent.decide import Confirm, Idle, Proceed, Refuse, Skip, decide
@@ -79,10 +92,17 @@ from tinyops.fleet.agent.state import (
     refuse_update,
     revert_trial,
 )
-from tinyops.fleet.agent.transport import Transport, TransportError
+from tinyops.fleet.agent.transport import SketchTransport, Transport, TransportError
 from tinyops.fleet.agent.verify import BundleCache, UpdateRefused, verify_release
 from tinyops.security.rollback import public_key_from_b64
 from tinyops.store.atomic import sha256_bytes
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+    from tinyops.monitor.reference import ReferenceProfile
+    from tinyops.monitor.sketch import SketchAccumulator
+    from tinyops.monitor.summaries import Summarizer
 
 # Downloaded bytes are kept in memory up to this size, then written as one chunk file.
 DEFAULT_FLUSH_BYTES: Final = 1 << 20
@@ -139,6 +159,28 @@ class AgentConfig(BaseModel):
     )
     log_capacity: int = Field(default=1000, ge=1, description="Log lines kept for fetch_logs.")
     log_level: LogLevel = Field(default="info", description="Initial lowest level recorded.")
+    sketch_window_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Drift sketch window, s; None = the installed bundle's policy window_s "
+        "(shorter windows are for simulations and tests).",
+    )
+    sketch_queue: int = Field(
+        default=24, ge=1, description="Closed sketch windows kept while the server is away."
+    )
+
+
+@dataclass
+class _Sketching:
+    """The drift sketch of the committed release: its window and accumulator."""
+
+    sha256: str
+    accumulator: SketchAccumulator | None
+    """None: this release has no monitoring members (or they cannot be read)."""
+    summarizer: Summarizer | None
+    window_s: float
+    start: datetime
+    end: datetime
 
 
 class _PartialSink:
@@ -224,6 +266,10 @@ class Agent:
         self._points: list[TelemetryPoint] = []
         self._results: list[tuple[int, CommandResult]] = []
         self.reboot_requested = False
+        self._sketch: _Sketching | None = None
+        self._sketches: list[dict[str, Any]] = []
+        self.sketches_sent = 0
+        self.sketches_dropped = 0
 
     # ---- state -----------------------------------------------------------------------
 
@@ -320,6 +366,7 @@ class Agent:
                 or len(self._points) >= self.config.telemetry_max_points
             ):
                 await self._send_telemetry()
+            await self._send_sketches()
             await self._flush_outbox()
         except TransportError as exc:
             if exc.status == 401:
@@ -734,6 +781,159 @@ class Agent:
             self.log.warning(f"server refused a telemetry batch: {exc}; dropped")
         self._points = []
         self._polls_since_telemetry = 0
+
+    # ---- drift sketches ------------------------------------------------------------------
+
+    def observe(
+        self,
+        summary_row: ArrayLike,
+        probabilities: ArrayLike | None = None,
+        *,
+        prediction_id: str | None = None,
+    ) -> bool:
+        """Count one inference of the running release in the current drift sketch.
+
+        `summary_row`: the profile's features of the model input (tinyops.monitor.summaries);
+        `probabilities`: the model's class probabilities; `prediction_id`: an id feedback
+        labels may refer to. False (nothing kept) when no committed release has monitoring.
+        DataError for a row or probabilities that do not fit the profile.
+        """
+        sketching = self._sketching()
+        if sketching is None or sketching.accumulator is None:
+            return False
+        sketching.accumulator.observe(summary_row, probabilities, prediction_id=prediction_id)
+        return True
+
+    def observe_input(
+        self,
+        model_input: ArrayLike,
+        probabilities: ArrayLike | None = None,
+        *,
+        prediction_id: str | None = None,
+    ) -> bool:
+        """`observe` for one float model input (without its batch axis), summarised as the
+        bundle's policy says."""
+        sketching = self._sketching()
+        if sketching is None or sketching.accumulator is None or sketching.summarizer is None:
+            return False
+        row = sketching.summarizer.summarize_one(model_input)
+        sketching.accumulator.observe(row, probabilities, prediction_id=prediction_id)
+        return True
+
+    def observe_many(self, rows: ArrayLike, probabilities: ArrayLike | None = None) -> bool:
+        """`observe` for a batch of summary rows (N × features) and probabilities."""
+        sketching = self._sketching()
+        if sketching is None or sketching.accumulator is None:
+            return False
+        sketching.accumulator.observe_many(rows, probabilities)
+        return True
+
+    @property
+    def sketch_profile(self) -> ReferenceProfile | None:
+        """The reference profile the committed release is sketched against, or None."""
+        sketching = self._sketching()
+        if sketching is None or sketching.accumulator is None:
+            return None
+        return sketching.accumulator.profile
+
+    def _sketching(self) -> _Sketching | None:
+        """The committed release's sketch, opened on first use and rolled when its window
+        has ended; None while nothing is committed."""
+        state = self._state
+        if state is None:
+            return None
+        installed = state.installed
+        if state.active is None or installed is None or state.phase != "committed":
+            return None
+        now = self.clock.now()
+        current = self._sketch
+        if current is None or current.sha256 != installed.sha256:
+            if current is not None:
+                # The previous release stopped running now: its window ends here.
+                self._close_window(current, min(current.end, now))
+            current = self._sketch = self._open_sketching(state.active, installed, now)
+        elif now >= current.end:
+            from tinyops.monitor.sketch import window_bounds
+
+            self._close_window(current, current.end)
+            current.start, current.end = window_bounds(now, current.window_s)
+        return current
+
+    def _open_sketching(self, slot: SlotName, installed: SlotContent, now: datetime) -> _Sketching:
+        from tinyops.monitor.policy import monitoring_from_files
+        from tinyops.monitor.sketch import SketchAccumulator, window_bounds
+        from tinyops.monitor.summaries import summarizer
+
+        release = f"{installed.name} {installed.version}"
+        parsed = None
+        shape: tuple[int, ...] = ()
+        if isinstance(self.transport, SketchTransport):
+            try:
+                bundle = self._open_slot(slot, installed)
+                parsed = monitoring_from_files(bundle.files)
+                shape = tuple(bundle.manifest.model.input.shape)
+            except (StoreError, BundleError, DataError) as exc:
+                self.log.error(f"drift sketches off for {release}: {exc}")
+        else:
+            self.log.info(f"drift sketches off for {release}: the transport cannot send them")
+        if parsed is None:
+            return _Sketching(installed.sha256, None, None, 1.0, now, now)
+        profile, policy = parsed
+        window_s = self.config.sketch_window_s or float(policy.window_s)
+        seed = int.from_bytes(
+            hashlib.sha256(f"{self.device_id}:{installed.sha256}".encode()).digest()[:8], "big"
+        )
+        accumulator = SketchAccumulator(
+            profile, policy, release=(installed.name, installed.version), seed=seed
+        )
+        summary: Summarizer | None = None
+        try:
+            # The manifest's input shape has the batch axis (1) first.
+            made = summarizer(policy.summaries, shape[1:], column_names=profile.feature_names)
+            if made.feature_names == profile.feature_names:
+                summary = made
+        except DataError as exc:
+            self.log.warning(f"{release}: model inputs cannot be summarised here: {exc}")
+        start, end = window_bounds(now, window_s)
+        self.log.info(
+            f"drift sketches on for {release}: {len(profile.features)} features, "
+            f"{window_s:g} s windows"
+        )
+        return _Sketching(installed.sha256, accumulator, summary, window_s, start, end)
+
+    def _close_window(self, sketching: _Sketching, end: datetime) -> None:
+        if sketching.accumulator is None or not sketching.start < end:
+            return
+        body = sketching.accumulator.flush(sketching.start, end)
+        if body is None:
+            return
+        self._sketches.append(body)
+        if len(self._sketches) > self.config.sketch_queue:
+            dropped = self._sketches.pop(0)
+            self.sketches_dropped += 1
+            self.log.warning(
+                f"sketch queue full: dropped the window starting {dropped['window']['start']}"
+            )
+
+    async def _send_sketches(self) -> None:
+        """Close an ended window, then deliver the queued sketches in order."""
+        self._sketching()
+        if not self._sketches or not isinstance(self.transport, SketchTransport):
+            return
+        while self._sketches:
+            body = self._sketches[0]
+            try:
+                await self.transport.send_sketch(body)
+            except TransportError as exc:
+                if exc.retryable or exc.status == 401:
+                    raise
+                self.sketches_dropped += 1
+                self.log.warning(
+                    f"server refused the sketch of window {body['window']['start']}: {exc}; dropped"
+                )
+            else:
+                self.sketches_sent += 1
+            self._sketches.pop(0)
 
 
 def _bad(message: str) -> CommandResult:

@@ -5,6 +5,7 @@
     GET  <release url>   (Range: bytes=N-)             200 whole file, or 206 from N
     POST /api/v1/device/deployments/{id}/status        204
     POST /api/v1/device/telemetry                      202 TelemetryAck
+    POST /api/v1/device/sketches                       202 SketchAck (drift, tinyops.monitor)
     GET  /api/v1/device/commands                       200 {"commands": [...]}
     POST /api/v1/device/commands/{id}/result           204
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any, Final, TypeVar
 from urllib.parse import urljoin, urlsplit
 
@@ -32,6 +34,7 @@ from tinyops.fleet.agent.messages import (
     CommandResult,
     EnrollRequest,
     EnrollResponse,
+    SketchAck,
     StatusReport,
     TelemetryAck,
     TelemetryBatch,
@@ -103,7 +106,7 @@ class HttpTransport:
         self,
         method: str,
         path: str,
-        body: BaseModel | None = None,
+        body: BaseModel | Mapping[str, Any] | None = None,
         *,
         auth: bool = True,
     ) -> httpx.Response:
@@ -113,7 +116,11 @@ class HttpTransport:
         content = None
         if body is not None:
             headers["Content-Type"] = "application/json"
-            content = body.model_dump_json().encode()
+            content = (
+                body.model_dump_json().encode()
+                if isinstance(body, BaseModel)
+                else json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+            )
         try:
             response = await self._client.request(method, url, content=content, headers=headers)
         except httpx.TransportError as exc:
@@ -200,6 +207,11 @@ class HttpTransport:
         path = f"{API}/telemetry"
         response = await self._call("POST", path, batch)
         return self._parse(response, TelemetryAck, f"POST {path}")
+
+    async def send_sketch(self, body: Mapping[str, Any]) -> SketchAck:
+        path = f"{API}/sketches"
+        response = await self._call("POST", path, body)
+        return self._parse(response, SketchAck, f"POST {path}")
 
     async def fetch_commands(self) -> list[Command]:
         path = f"{API}/commands"

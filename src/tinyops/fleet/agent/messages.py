@@ -208,6 +208,13 @@ class TelemetryAck(_Received):
     logs: int = Field(ge=0, description="Log lines stored.")
 
 
+class SketchAck(_Received):
+    """202 answer to a drift sketch (POST /api/v1/device/sketches)."""
+
+    accepted: bool = Field(description="The window was stored.")
+    window_id: int = Field(description="Id of the stored window.")
+
+
 class Command(_Received):
     """A remote-debug command an operator queued for this device."""
 
@@ -252,6 +259,7 @@ __all__ = [
     "ReleaseOffer",
     "ReleaseRef",
     "SignedRollbackOrder",
+    "SketchAck",
     "SlotName",
     "SlotPhase",
     "SlotReport",

@@ -9,7 +9,8 @@ server understood and refused).
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 from tinyops.errors import TinyopsError
 from tinyops.fleet.agent.messages import (
@@ -19,6 +20,7 @@ from tinyops.fleet.agent.messages import (
     CommandResult,
     EnrollRequest,
     EnrollResponse,
+    SketchAck,
     StatusReport,
     TelemetryAck,
     TelemetryBatch,
@@ -89,9 +91,21 @@ class Transport(Protocol):
         ...
 
 
+@runtime_checkable
+class SketchTransport(Protocol):
+    """A transport that can also deliver drift sketches (tinyops.monitor.sketch bodies).
+
+    Separate from `Transport` so that transports without it (MQTT, for now) stay valid:
+    an agent on one of those keeps no sketches.
+    """
+
+    async def send_sketch(self, body: Mapping[str, Any]) -> SketchAck: ...
+
+
 __all__ = [
     "RETRYABLE_STATUSES",
     "DownloadSink",
+    "SketchTransport",
     "Transport",
     "TransportError",
     "is_retryable_status",

@@ -56,6 +56,7 @@ from tinyops.fleet.mqtt.wire import (
 )
 from tinyops.fleet.rollout import InvalidTransition
 from tinyops.fleet.server.device_service import DeviceService, authenticate_device
+from tinyops.fleet.server.drift_models import SketchIn
 from tinyops.fleet.server.errors import _field_path, _validation_message
 from tinyops.fleet.server.metrics import LATENCY_BUCKETS
 from tinyops.fleet.server.models import (
@@ -417,6 +418,10 @@ class MqttBridge:
             batch = _validate(TelemetryRequest, envelope.body)
             ack = await self.service.telemetry(device, batch)
             return status, ack.model_dump(mode="json")
+        if op == "sketches":
+            sketch = _validate(SketchIn, envelope.body)
+            sketch_ack = await self.service.sketches(device, sketch)
+            return status, sketch_ack.model_dump(mode="json")
         if op == "commands":
             commands = await self.service.commands(device)
             return status, commands.model_dump(mode="json")

@@ -22,7 +22,7 @@ from typing import Final, Literal, get_args
 from urllib.parse import unquote, urlsplit
 
 DEFAULT_PREFIX: Final = "tinyops"
-Op = Literal["enroll", "checkin", "status", "telemetry", "commands", "command_result"]
+Op = Literal["enroll", "checkin", "status", "telemetry", "sketches", "commands", "command_result"]
 OPS: Final[tuple[str, ...]] = get_args(Op)
 TopicKind = Literal["req", "res", "notify"]
 # Characters that may not appear in a topic level: the separator, the wildcards and NUL.

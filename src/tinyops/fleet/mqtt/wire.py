@@ -36,6 +36,7 @@ SUCCESS_STATUS: Final[dict[str, int]] = {
     "checkin": 200,
     "status": 204,
     "telemetry": 202,
+    "sketches": 202,
     "commands": 200,
     "command_result": 204,
 }

@@ -16,7 +16,17 @@ from fastapi import FastAPI
 
 from tinyops.fleet.server.errors import install_error_handlers
 from tinyops.fleet.server.middleware import FleetMiddleware
-from tinyops.fleet.server.routers import access, deployments, device, devices, releases, system
+from tinyops.fleet.server.routers import (
+    access,
+    alerts,
+    deployments,
+    device,
+    devices,
+    drift,
+    logs,
+    releases,
+    system,
+)
 from tinyops.fleet.server.runtime import FleetRuntime
 from tinyops.fleet.server.settings import FleetSettings
 
@@ -68,6 +78,11 @@ def create_app(settings: FleetSettings) -> FastAPI:
         max_release_bytes=settings.max_release_bytes,
         fast_paths=device.fast_paths(runtime),
     )
-    for module in (device, releases, deployments, devices, access, system):
+    routers = (device, releases, deployments, devices, logs, drift, alerts, access, system)
+    for module in routers:
         app.include_router(module.router)
+    # The web dashboard (/ui, and / redirecting to it): after the API, outside OpenAPI.
+    from tinyops.fleet.server import web
+
+    web.install(app)
     return app

@@ -91,3 +91,4 @@ Deployer = Annotated[ApiIdentity, Depends(permission(Permission.MANAGE_DEPLOYMEN
 Commander = Annotated[ApiIdentity, Depends(permission(Permission.SEND_COMMANDS))]
 DeviceManager = Annotated[ApiIdentity, Depends(permission(Permission.MANAGE_DEVICES))]
 Admin = Annotated[ApiIdentity, Depends(permission(Permission.MANAGE_ACCESS))]
+DataSubmitter = Annotated[ApiIdentity, Depends(permission(Permission.SUBMIT_DATA))]

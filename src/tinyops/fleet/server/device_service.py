@@ -18,6 +18,7 @@ from typing import Any, Final, get_args
 from starlette.concurrency import run_in_threadpool
 
 from tinyops.fleet.rollout import FINAL
+from tinyops.fleet.server.drift_models import SketchAck, SketchIn
 from tinyops.fleet.server.models import (
     EARLIEST,
     LATEST,
@@ -230,6 +231,11 @@ class DeviceService:
         logs = [(device.device_id, line.t, line.level, line.message) for line in body.logs]
         await self.rt.telemetry.write(points, logs)
         return TelemetryAck(accepted=len(points), logs=len(logs))
+
+    async def sketches(self, device: DeviceCredential, body: SketchIn) -> SketchAck:
+        """Store one window of drift sketches (answered once stored; drift_service.py)."""
+        window_id, _created = await run_in_threadpool(self.rt.drift.ingest, device, body, utcnow())
+        return SketchAck(accepted=True, window_id=window_id)
 
     async def commands(self, device: DeviceCredential) -> CommandList:
         """Pending remote-debug commands; each is handed out once."""

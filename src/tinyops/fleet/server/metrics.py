@@ -20,7 +20,9 @@ Counters (incremented as things happen):
                                                         is the route template (bounded),
                                                         'unmatched' for unknown paths
 
-Gauges computed from the database at scrape time (so they are right after a restart):
+Gauges computed from the database at scrape time (so they are right after a restart),
+with those of every MetricSource added by `add_source` (e.g. drift_source.py's, as
+tinyops_feature_drifted{release,device,feature} and so on):
 
     tinyops_devices{status,hardware,release}            enrolled devices
     tinyops_deployments{status}                         deployments per status
@@ -28,19 +30,23 @@ Gauges computed from the database at scrape time (so they are right after a rest
                                                         phase of running/paused deployments
     tinyops_deployment_phase_progress_ratio{deployment,phase}   share of a phase's devices
                                                         in `success`
+    tinyops_device_*{device,hardware,release}           hardware and liveness per device
+                                                        (hardware_source.py)
+    tinyops_alerts_firing{rule,severity}                alerts firing per rule (alerting.py)
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator
-from typing import Final
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tinyops.fleet.store import Store
+from tinyops.monitor.series import EXPOSED_PREFIX, MetricSource, Sample
 
 # Seconds; check-ins take well under a millisecond, uploads can take seconds.
 LATENCY_BUCKETS: Final = (
@@ -113,6 +119,70 @@ class _StoreCollector(Collector):
         yield progress
 
 
+class _SourceCollector(Collector):
+    """Gauges from a MetricSource (tinyops.monitor.series), computed at scrape time:
+    each metric becomes `tinyops_<metric>` with the union of its samples' label names."""
+
+    def __init__(self, source: MetricSource) -> None:
+        self._source = source
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        from datetime import UTC, datetime
+
+        if hasattr(self._source, "collect_frames"):
+            yield from self._collect_frames(datetime.now(UTC))
+            return
+        by_metric: dict[str, list[Sample]] = defaultdict(list)
+        for sample in self._source.collect(datetime.now(UTC)):
+            by_metric[sample.metric].append(sample)
+        for name, description in self._source.metrics().items():
+            samples = by_metric.get(name, [])
+            labels = sorted({label for s in samples for label in s.labels})
+            family = GaugeMetricFamily(EXPOSED_PREFIX + name, description, labels=labels)
+            for s in samples:
+                family.add_metric([s.labels.get(label, "") for label in labels], s.value)
+            yield family
+
+    def _collect_frames(self, now: Any) -> Iterator[Metric]:
+        # Sources with many series (HardwareSource: one per device and metric) hand over
+        # frames, label rows and a value array, instead of one Sample object per series.
+        frames: dict[str, list[Any]] = defaultdict(list)
+        for frame in self._source.collect_frames(now):  # type: ignore[attr-defined]
+            frames[frame.metric].append(frame)
+        for name, description in self._source.metrics().items():
+            parts = frames.get(name, [])
+            labels = sorted({label for f in parts for label in f.label_names})
+            family = GaugeMetricFamily(EXPOSED_PREFIX + name, description, labels=labels)
+            for f in parts:
+                position = [f.label_names.index(x) if x in f.label_names else -1 for x in labels]
+                for row, value in zip(f.rows, f.values.tolist(), strict=True):
+                    family.add_metric([row[p] if p >= 0 else "" for p in position], value)
+            yield family
+
+
+class _AlertsCollector(Collector):
+    """tinyops_alerts_firing{rule,severity}: alerts firing now, per rule (0 included)."""
+
+    def __init__(self, counts: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+        self._counts = counts
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "tinyops_alerts_firing",
+            "Alerts firing now, per alert rule (docs/alerts.md).",
+            labels=["rule", "severity"],
+        )
+        for (rule, severity), count in sorted(self._counts().items()):
+            family.add_metric([rule, severity], count)
+        yield family
+
+
 class FleetMetrics:
     """The server's registry and the instruments the request handlers update."""
 
@@ -160,6 +230,14 @@ class FleetMetrics:
             registry=self.registry,
         )
         self.registry.register(_StoreCollector(store))
+
+    def add_source(self, source: MetricSource) -> None:
+        """Expose a MetricSource's samples at every scrape, under `tinyops_<metric>`."""
+        self.registry.register(_SourceCollector(source))
+
+    def add_alerts(self, counts: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+        """Expose `tinyops_alerts_firing{rule,severity}` from `counts()` at every scrape."""
+        self.registry.register(_AlertsCollector(counts))
 
     def exposition(self) -> bytes:
         from prometheus_client import generate_latest

@@ -408,6 +408,22 @@ class CommandsOut(Response):
     commands: list[CommandOut]
 
 
+class LogLineOut(Response):
+    id: int = Field(description="Storage order; the paging cursor.")
+    device_id: str
+    t: datetime = Field(description="When the device logged it (its clock, UTC).")
+    level: LogLevel
+    message: str
+
+
+class LogPage(Response):
+    logs: list[LogLineOut]
+    next: int | None = Field(
+        description="Pass as ?before_id= (order=newest) or ?after_id= (order=oldest) for the "
+        "next page; null when this page was the last."
+    )
+
+
 class EnrollmentTokenCreate(Request):
     name: Name = Field(description="A label, e.g. the site or batch.")
     expires_in_s: float | None = Field(

@@ -22,6 +22,14 @@ one transaction per request, but a busy server writes thousands of points per co
 The database stays the truth: the directory and the view are caches of it, rebuilt on
 start, so a server killed at any moment restarts consistent.
 
+Alert rules (`FleetSettings.alert_rules`) run every `alert_interval_s` over the metric
+sources (HardwareSource, DriftSource) in `AlertService` (alerting.py), which notifies the
+log and the webhook and keeps the current alerts in memory.
+
+Device logs are pruned to their retention limits (`FleetSettings.log_max_age_days`,
+`log_max_lines_per_device`) at start and every `log_prune_interval_s`
+(tinyops.fleet.store.logs).
+
 `Evaluator` runs the rollout rules (`Store.evaluate_deployment`) after device reports and
 every `evaluate_interval_s` in the background (soak timers, and to carry a deployment on
 after a restart). Requests for the same deployment are coalesced: while one evaluation
@@ -48,6 +56,10 @@ from starlette.concurrency import run_in_threadpool
 
 from tinyops.bundle.keys import generate_keypair, load_private_key
 from tinyops.errors import StoreError
+from tinyops.fleet.server.alerting import AlertService
+from tinyops.fleet.server.drift_service import DriftService, load_drift_config
+from tinyops.fleet.server.drift_source import DriftSource
+from tinyops.fleet.server.hardware_source import HardwareSource
 from tinyops.fleet.server.metrics import FleetMetrics
 from tinyops.fleet.server.settings import FleetSettings
 from tinyops.fleet.store import (
@@ -61,6 +73,7 @@ from tinyops.fleet.store import (
     PreparedRows,
     Store,
 )
+from tinyops.fleet.store.logs import Retention
 from tinyops.security.rollback import format_time, public_key_to_b64, sign_rollback_order
 
 log = logging.getLogger("tinyops.fleet.server")
@@ -336,6 +349,21 @@ class FleetRuntime:
         self.buffer = CheckinBuffer()
         self.telemetry = TelemetryWriter(self.store, self._telemetry_written)
         self.evaluator = Evaluator(self.evaluate_now)
+        # Drift monitoring: sketches, reports, feedback (drift_service.py); its metrics
+        # (drift_source.py) are on /metrics and are a source of the alert rules.
+        self.drift = DriftService(self.store)
+        self.drift_source = DriftSource(self.drift, settings.drift_group_tags)
+        self.metrics.add_source(self.drift_source)
+        # Alerts (alerting.py): the rules run over every metric source; a source added
+        # here is on /metrics and visible to the rules alike.
+        self.hardware_source = HardwareSource.for_store(self.store)
+        self.metrics.add_source(self.hardware_source)
+        self.alerting = AlertService.configure(
+            [self.hardware_source, self.drift_source],
+            None if settings.alert_rules is None else str(settings.alert_rules),
+            settings.alert_webhook,
+        )
+        self.metrics.add_alerts(self.alerting.firing_counts)
         self.server_key: Ed25519PrivateKey | None = None
         self.server_key_b64 = ""
         self._background: list[asyncio.Task[None]] = []
@@ -347,6 +375,8 @@ class FleetRuntime:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.store.migrate()
         self.server_key = load_or_create_server_key(self.settings)
+        if self.settings.drift_config is not None:
+            self.drift.config = load_drift_config(self.settings.drift_config)
         self.server_key_b64 = public_key_to_b64(self.server_key.public_key())
         self.directory.load(self.store.device_credentials())
         self.view.rebuild()
@@ -364,7 +394,10 @@ class FleetRuntime:
         self._background = [
             loop.create_task(self._evaluate_periodically()),
             loop.create_task(self._flush_periodically()),
+            loop.create_task(self._prune_logs_periodically()),
         ]
+        if self.alerting.enabled:
+            self._background.append(loop.create_task(self._alert_periodically()))
 
     async def stop(self) -> None:
         for task in self._background:
@@ -374,6 +407,7 @@ class FleetRuntime:
         await self.evaluator.wait_idle()
         await self.telemetry.wait_idle()
         await self.flush()
+        await run_in_threadpool(self.hardware_source.close)
         await run_in_threadpool(self.store.close)
 
     # --- background work ------------------------------------------------------------------
@@ -390,6 +424,14 @@ class FleetRuntime:
         """Evaluate every running deployment once (what the background task does)."""
         ids = await run_in_threadpool(self.store.deployment_ids, "running")
         await asyncio.gather(*(self.evaluator.request(i) for i in ids))
+
+    async def _alert_periodically(self) -> None:
+        while True:
+            try:
+                await self.alerting.run_once(utcnow())
+            except Exception:
+                log.exception("alert evaluation failed")
+            await asyncio.sleep(self.settings.alert_interval_s)
 
     async def _flush_periodically(self) -> None:
         while True:
@@ -416,6 +458,26 @@ class FleetRuntime:
         except Exception:
             log.exception("writing %d check-ins failed; will retry", len(batch))
             self.buffer.requeue(batch)
+
+    async def _prune_logs_periodically(self) -> None:
+        while True:
+            try:
+                await self.prune_logs()
+            except Exception:
+                # A failed prune loses nothing; the next one catches up.
+                log.exception("pruning device logs failed")
+            await asyncio.sleep(self.settings.log_prune_interval_s)
+
+    async def prune_logs(self) -> int:
+        """Apply the log retention limits now (what the background task does)."""
+        retention = Retention(
+            max_age_days=self.settings.log_max_age_days,
+            max_lines_per_device=self.settings.log_max_lines_per_device,
+        )
+        deleted = await run_in_threadpool(self.store.prune_logs, retention, utcnow())
+        if deleted:
+            log.info("pruned %d device log lines", deleted)
+        return deleted
 
     def _telemetry_written(self, points: int, _logs: int) -> None:
         self.metrics.telemetry_points.inc(points)

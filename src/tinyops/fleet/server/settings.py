@@ -57,6 +57,46 @@ class FleetSettings(BaseModel):
     rollback_order_ttl_s: float = Field(
         default=86_400.0, gt=0, description="Validity of a signed rollback order, in seconds."
     )
+    log_max_age_days: float | None = Field(
+        default=30.0,
+        gt=0,
+        description="Device log lines older than this (by their own time) are pruned; "
+        "None keeps them however old.",
+    )
+    log_max_lines_per_device: int | None = Field(
+        default=10_000,
+        gt=0,
+        description="Each device keeps at most this many log lines (the newest); None for "
+        "no limit.",
+    )
+    log_prune_interval_s: float = Field(
+        default=3600.0, gt=0, description="Seconds between prunes of device logs."
+    )
+
+    drift_config: Path | None = Field(
+        default=None,
+        description="YAML or JSON file of a DriftConfig (methods and thresholds) for releases "
+        "whose monitoring policy carries none; None for the defaults (docs/drift.md).",
+    )
+    drift_group_tags: tuple[str, ...] = Field(
+        default=("group",),
+        description="Device tag keys whose values form the group-level drift series "
+        '(metric label group="key:value").',
+    )
+
+    alert_rules: Path | None = Field(
+        default=None,
+        description="Alert rules file (alerts.yaml, docs/alerts.md) evaluated every "
+        "alert_interval_s; None: no alerts (metrics are still on /metrics).",
+    )
+    alert_webhook: str | None = Field(
+        default=None,
+        description="URL that receives alert notifications as Alertmanager webhook JSON "
+        "(http:// or https://); they always go to the server log as well.",
+    )
+    alert_interval_s: float = Field(
+        default=60.0, gt=0, description="Seconds between evaluations of the alert rules."
+    )
 
     mqtt_url: str | None = Field(
         default=None,
@@ -80,6 +120,13 @@ class FleetSettings(BaseModel):
     @classmethod
     def _topic_prefix(cls, value: str) -> str:
         return check_prefix(value)
+
+    @field_validator("alert_webhook")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"alert_webhook {value!r}: expected an http:// or https:// URL")
+        return value
 
     def database_url(self) -> str:
         """`db_url`, or the SQLite file in `data_dir`."""

@@ -16,6 +16,12 @@ Tables, by domain concept:
     telemetry_points     device metrics
     device_logs          device log lines
     commands             remote-debug commands and their results
+    release_monitoring   a release's reference profile and monitoring policy (from the
+                         bundle's monitoring/ members; absent for bundles without them)
+    sketch_windows       one device's drift histograms for one window of one release
+    prediction_samples   raw samples a sampling policy let a device send with a window
+    feedback_labels      ground-truth labels for those samples (performance drift)
+    labeled_samples      newly labeled data for retraining, by dataset
 
 The schema is created and changed only by the Alembic migrations in `migrations/`; a test
 checks that the migrations produce exactly these tables. Times are stored in UTC
@@ -50,6 +56,7 @@ HASH_LEN = 64  # sha256 hex
 KEY_ID_LEN = 16  # tinyops.bundle.keys.key_id
 VERSION_LEN = 128  # SemVer with pre-release and build metadata
 STATUS_LEN = 24
+DATASET_LEN = 128  # "<project>/<dataset>"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -265,3 +272,80 @@ class Command(Base):
     completed_at: Mapped[datetime | None]
     ok: Mapped[bool | None] = mapped_column(Boolean)
     output: Mapped[dict[str, Any] | None]
+
+
+class ReleaseMonitoring(Base):
+    __tablename__ = "release_monitoring"
+
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"), primary_key=True)
+    profile: Mapped[dict[str, Any]]
+    """ReferenceProfile.to_dict() of monitoring/profile.json."""
+    policy: Mapped[dict[str, Any]]
+    """monitoring/policy.json as the bundle carries it."""
+
+
+class SketchWindow(Base):
+    __tablename__ = "sketch_windows"
+    __table_args__ = (
+        # One window per device, release and start: a retried upload is recognised.
+        UniqueConstraint("device_id", "release_id", "window_start", name="uq_sketch_windows_drs"),
+        Index("ix_sketch_windows_release_end", "release_id", "window_end"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id"))
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"))
+    window_start: Mapped[datetime]
+    window_end: Mapped[datetime]
+    count: Mapped[int] = mapped_column(BigInteger)
+    # Every feature's bin counts concatenated in the profile's feature order: summing the
+    # windows of a selection is one NumPy sum over equal-length rows.
+    counts: Mapped[list[Any]]
+    predictions: Mapped[list[Any] | None]
+    confidence: Mapped[list[Any] | None]
+    received_at: Mapped[datetime]
+
+
+class PredictionSample(Base):
+    __tablename__ = "prediction_samples"
+    __table_args__ = (
+        UniqueConstraint(
+            "release_id", "device_id", "prediction_id", name="uq_prediction_samples_ref"
+        ),
+        Index("ix_prediction_samples_window", "window_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    window_id: Mapped[int] = mapped_column(BigId, ForeignKey("sketch_windows.id"))
+    release_id: Mapped[int] = mapped_column(ForeignKey("releases.id"))
+    device_id: Mapped[str] = mapped_column(String(ID_LEN))
+    prediction_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    prediction: Mapped[int] = mapped_column(Integer)
+    features: Mapped[list[Any]]
+
+
+class FeedbackLabel(Base):
+    __tablename__ = "feedback_labels"
+
+    sample_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("prediction_samples.id"), primary_key=True
+    )
+    label: Mapped[int] = mapped_column(Integer)
+    received_at: Mapped[datetime]
+    submitted_by: Mapped[str] = mapped_column(String(2 * ID_LEN))
+
+
+class LabeledSample(Base):
+    __tablename__ = "labeled_samples"
+    __table_args__ = (Index("ix_labeled_samples_dataset", "dataset", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    dataset: Mapped[str] = mapped_column(String(DATASET_LEN))
+    feature_values: Mapped[list[Any] | None]
+    named_values: Mapped[dict[str, Any] | None]
+    label: Mapped[Any] = mapped_column(JSON(none_as_null=True))
+    """An integer class index or a class name."""
+    device_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    t: Mapped[datetime | None]
+    received_at: Mapped[datetime]
+    submitted_by: Mapped[str] = mapped_column(String(2 * ID_LEN))

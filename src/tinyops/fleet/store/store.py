@@ -57,7 +57,9 @@ from tinyops.fleet.rollout import (
     rollback_set,
     validate_phases,
 )
+from tinyops.fleet.store import logs as log_store
 from tinyops.fleet.store import schema as t
+from tinyops.fleet.store.drift_store import DriftStore
 from tinyops.fleet.store.engine import Engines, make_engines, upgrade
 from tinyops.fleet.store.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from tinyops.fleet.store.records import (
@@ -328,6 +330,8 @@ class Store:
         # Committed releases by id, read once: check-in views are rebuilt after every
         # status report, and a release row carries its whole manifest.
         self._releases: dict[int, ReleaseRecord] = {}
+        # Drift monitoring (profiles, sketch windows, feedback, labeled samples).
+        self.drift = DriftStore(self._tx, self._ro)
 
     @property
     def dialect(self) -> str:
@@ -947,11 +951,13 @@ class Store:
         size: int,
         actor: str,
         now: datetime,
+        monitoring: tuple[Mapping[str, Any], Mapping[str, Any]] | None = None,
     ) -> tuple[ReleaseRecord, bool]:
         """Store a verified bundle (moved from `staged`); (record, created).
 
         The same name/version/target again: no-op if the bytes are identical, Conflict if
         they differ (versions are immutable). `staged` is consumed either way.
+        `monitoring` is the bundle's (reference profile, policy), kept with the release.
         """
         try:
             with self._tx() as s:
@@ -980,6 +986,8 @@ class Store:
                 )
                 s.add(row)
                 s.flush()
+                if monitoring is not None:
+                    DriftStore.add_release_monitoring(s, row.id, *monitoring)
                 _audit(
                     s,
                     now,
@@ -1918,6 +1926,29 @@ class Store:
                 .limit(max(1, min(limit, MAX_PAGE)))
             )
             return [LogRecord(r.device_id, r.t, r.level, r.message) for r in rows]
+
+    def search_logs(self, query: log_store.LogQuery) -> list[log_store.LogEntry]:
+        """Log lines matching `query`, in its order (tinyops.fleet.store.logs)."""
+        with self._ro() as s:
+            return log_store.search(s, query)
+
+    def prune_logs(self, retention: log_store.Retention, now: datetime) -> int:
+        """Delete the lines beyond `retention`, a batch per transaction; how many went."""
+        statements = []
+        cutoff = log_store.cutoff(retention, now)
+        if cutoff is not None:
+            statements.append(log_store.expired_statement(cutoff))
+        if retention.max_lines_per_device is not None:
+            statements.append(log_store.excess_statement(retention.max_lines_per_device))
+        deleted = 0
+        for statement in statements:
+            while True:
+                with self._tx() as s:
+                    count = cast(Any, s.execute(statement)).rowcount
+                deleted += count
+                if count < log_store.PRUNE_BATCH:
+                    break
+        return deleted
 
     # --- audit ----------------------------------------------------------------------------
 

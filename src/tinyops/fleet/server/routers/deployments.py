@@ -89,12 +89,15 @@ def get_deployment(deployment_id: Id, who: Reader, rt: Runtime) -> DeploymentOut
     return deployment_out(rt.store.get_deployment(deployment_id))
 
 
-async def _act(
+async def apply_operator_action(
     rt: FleetRuntime,
     deployment_id: int,
     action: Literal["pause", "resume", "cancel", "rollback"],
     who: ApiIdentity,
 ) -> DeploymentOut:
+    """An operator's action on a deployment, as the API and the web dashboard both run it:
+    the store transition (audited as `who`), the decision's metrics, the check-in view."""
+
     def run() -> None:
         _, outcome = rt.store.deployment_action(deployment_id, action, who.actor, utcnow())
         rt.record_decision(outcome)
@@ -109,22 +112,22 @@ async def _act(
 @router.post("/{deployment_id}/pause", response_model=DeploymentOut)
 async def pause(deployment_id: Id, who: Deployer, rt: Runtime) -> DeploymentOut:
     """Stop offering the release and stop the rules (a running deployment only)."""
-    return await _act(rt, deployment_id, "pause", who)
+    return await apply_operator_action(rt, deployment_id, "pause", who)
 
 
 @router.post("/{deployment_id}/resume", response_model=DeploymentOut)
 async def resume(deployment_id: Id, who: Deployer, rt: Runtime) -> DeploymentOut:
     """Run a paused deployment again."""
-    return await _act(rt, deployment_id, "resume", who)
+    return await apply_operator_action(rt, deployment_id, "resume", who)
 
 
 @router.post("/{deployment_id}/cancel", response_model=DeploymentOut)
 async def cancel(deployment_id: Id, who: Deployer, rt: Runtime) -> DeploymentOut:
     """End it: no new device is offered the release; devices already updating finish."""
-    return await _act(rt, deployment_id, "cancel", who)
+    return await apply_operator_action(rt, deployment_id, "cancel", who)
 
 
 @router.post("/{deployment_id}/rollback", response_model=DeploymentOut)
 async def rollback(deployment_id: Id, who: Deployer, rt: Runtime) -> DeploymentOut:
     """Abort with reason 'operator': every device the release reached is rolled back."""
-    return await _act(rt, deployment_id, "rollback", who)
+    return await apply_operator_action(rt, deployment_id, "rollback", who)

@@ -3,7 +3,9 @@
 An upload is written to `<data_dir>/uploads/` (atomically), verified there with
 `verify_bundle` against the fleet's trusted keys (signature, every file hash, expiry),
 and only then moved to its content address and recorded. A refused bundle leaves nothing
-behind.
+behind. A bundle's drift-monitoring members (monitoring/profile.json and policy.json) are
+parsed and kept with the release; a bundle without them stays valid (sketches for it are
+then refused with 409).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from tinyops.bundle.bundle import verify_bundle
-from tinyops.errors import BundleError, SignatureError
+from tinyops.errors import BundleError, DataError, SignatureError
 from tinyops.fleet.server.auth import ApiIdentity, Reader, Runtime, Uploader
+from tinyops.fleet.server.drift_service import bundle_monitoring
 from tinyops.fleet.server.errors import ERROR_RESPONSES
 from tinyops.fleet.server.models import MAX_ID, Name, ReleaseList, ReleaseOut
 from tinyops.fleet.server.runtime import FleetRuntime, utcnow
@@ -66,11 +69,22 @@ def _store_upload(rt: FleetRuntime, data: bytes, who: ApiIdentity) -> tuple[Rele
                 code="invalid-bundle",
                 field="manifest.target",
             )
+        try:
+            # The reference profile and policy of drift monitoring, when the bundle has them.
+            monitoring = bundle_monitoring(verified.files)
+        except DataError as exc:
+            raise Invalid(str(exc), code="invalid-bundle", field="monitoring") from exc
     except BaseException:
         staged.unlink(missing_ok=True)
         raise
     return rt.store.add_release(
-        staged, verified.manifest, sha256_bytes(data), len(data), who.actor, utcnow()
+        staged,
+        verified.manifest,
+        sha256_bytes(data),
+        len(data),
+        who.actor,
+        utcnow(),
+        monitoring=monitoring,
     )
 
 

@@ -132,10 +132,13 @@ async def test_feedback_gives_accuracy_and_refuses_unknown_predictions(
 
     samples = list(fleet.runtime.drift_source.collect(datetime.now(UTC)))
     accuracy = {(s.metric, s.labels["release"]): s.value for s in samples if "accuracy" in s.metric}
-    assert accuracy == {
-        ("model_accuracy", "kws@1.0.0"): 1.0,
-        ("model_accuracy_reference", "kws@1.0.0"): 0.9,
-    }
+    assert accuracy == pytest.approx(
+        {
+            ("model_accuracy", "kws@1.0.0"): 1.0,
+            ("model_accuracy_reference", "kws@1.0.0"): 0.9,
+            ("model_accuracy_drop", "kws@1.0.0"): 0.9 - 1.0,
+        }
+    )
 
 
 async def test_feedback_and_samples_need_the_submit_data_permission(

@@ -84,7 +84,7 @@ def test_the_default_rules_shipped_with_init_are_valid() -> None:
         "device_last_seen_seconds",
         "feature_drifted",
         "dataset_drift_share",
-        "model_accuracy",
+        "model_accuracy_drop",
     } == metrics
 
 

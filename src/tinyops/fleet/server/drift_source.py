@@ -25,6 +25,7 @@ Series (release = "name@version"):
                                                           through /api/v1/feedback, over
                                                           windows of the last day
     model_accuracy_reference{release}                    the policy's reference_accuracy
+    model_accuracy_drop{release}                         reference minus labeled accuracy
 
 Cardinality is bounded: per-device feature series (devices × features) are all emitted
 up to `max_device_feature_series` (default 10,000); above it only the drifted features'
@@ -74,6 +75,7 @@ METRICS: Final[Mapping[str, str]] = {
     "confidence_drifted": "1 when the confidence histogram drifted, else 0.",
     "model_accuracy": "Accuracy of the predictions labeled through feedback (last day).",
     "model_accuracy_reference": "The release's reference accuracy (its monitoring policy).",
+    "model_accuracy_drop": "Reference accuracy minus the accuracy on feedback labels.",
 }
 
 
@@ -224,6 +226,12 @@ class DriftSource:
         samples += [
             Sample("model_accuracy_reference", {"release": label}, value)
             for label, value in sorted(reference.items())
+        ]
+        # Performance drift as one number a rule can compare with a constant.
+        samples += [
+            Sample("model_accuracy_drop", {"release": label}, reference[label] - k / n)
+            for label, (n, k) in sorted(labeled.items())
+            if n and label in reference
         ]
         return samples
 

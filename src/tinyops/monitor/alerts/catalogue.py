@@ -82,6 +82,10 @@ METRICS: Final[Mapping[str, MetricInfo]] = {
     "model_accuracy_reference": MetricInfo(
         ("release",), "Accuracy of the release on its test split, when it was built."
     ),
+    "model_accuracy_drop": MetricInfo(
+        ("release",),
+        "Reference accuracy minus the accuracy on feedback labels (performance drift).",
+    ),
 }
 
 

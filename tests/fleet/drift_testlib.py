@@ -9,6 +9,7 @@ Sketches are binned with `ReferenceProfile.histograms`, the rule devices apply.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -141,3 +142,22 @@ def installed(version: str = "1.0.0") -> dict[str, Any]:
 
 def auth(device: dict[str, str]) -> dict[str, str]:
     return {"Authorization": device["Authorization"]}
+
+
+def release_with_profile_on(
+    api: Callable[..., Any],
+    out: Path,
+    kws_payload: tuple[dict[str, bytes], dict[str, Any]],
+    key: Ed25519PrivateKey,
+) -> str:
+    """Trust `key` on a running server, upload kws 1.0.0 with a reference profile, and
+    return a new enrollment token. `api(method, path, **kwargs)` calls the management API
+    as an admin and returns the JSON answer."""
+    from cryptography.hazmat.primitives import serialization
+
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    api("POST", "/api/v1/trusted-keys", json={"name": "ci", "public_key_pem": pem.decode()})
+    api("POST", "/api/v1/releases", content=bundle_with_profile(out, kws_payload, key).read_bytes())
+    return str(api("POST", "/api/v1/enrollment-tokens", json={"name": "lab"})["token"])

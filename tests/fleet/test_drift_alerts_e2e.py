@@ -23,7 +23,6 @@ from typing import Any
 import httpx
 import pytest
 from browser_support import WAIT_MS, Shots, browser, login, shots
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fleet_process import Server
 
@@ -85,7 +84,7 @@ def test_drift_fault_fires_alerts_for_exactly_the_drifted_devices_and_features(
     browser: Any,
     shots: Shots,
 ) -> None:
-    from drift_testlib import bundle_with_profile
+    from drift_testlib import release_with_profile_on
     from playwright.sync_api import expect
 
     token = server.start(init=True)
@@ -97,13 +96,7 @@ def test_drift_fault_fires_alerts_for_exactly_the_drifted_devices_and_features(
         assert r.status_code < 400, f"{method} {path}: {r.status_code} {r.text}"
         return r.json() if r.content else None
 
-    pem = release_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    api("POST", "/api/v1/trusted-keys", json={"name": "ci", "public_key_pem": pem.decode()})
-    bundle = bundle_with_profile(tmp_path / "b", kws_payload, release_key)
-    api("POST", "/api/v1/releases", content=bundle.read_bytes())
-    etk = api("POST", "/api/v1/enrollment-tokens", json={"name": "lab"})["token"]
+    etk = release_with_profile_on(api, tmp_path / "b", kws_payload, release_key)
     viewer = api("POST", "/api/v1/tokens", json={"name": "watcher", "role": "viewer"})["token"]
     sim = FleetSimulator(
         url,

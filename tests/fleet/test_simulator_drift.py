@@ -20,7 +20,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fleet_process import Server
 from sketch_support import monitored_bundle, reference_profile, serve_with_sketches
@@ -242,7 +241,7 @@ def test_the_server_sees_drift_on_exactly_the_drifted_devices_and_features(
     release_key: Ed25519PrivateKey,
 ) -> None:
     """The simulator (real agents) → the real server's sketch endpoint → its drift API."""
-    from drift_testlib import bundle_with_profile
+    from drift_testlib import release_with_profile_on
 
     token = fleet_server.start(init=True)
     assert token is not None
@@ -253,13 +252,7 @@ def test_the_server_sees_drift_on_exactly_the_drifted_devices_and_features(
         assert r.status_code < 400, f"{method} {path}: {r.status_code} {r.text}"
         return r.json() if r.content else None
 
-    pem = release_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    api("POST", "/api/v1/trusted-keys", json={"name": "ci", "public_key_pem": pem.decode()})
-    bundle = bundle_with_profile(tmp_path / "b", kws_payload, release_key)
-    api("POST", "/api/v1/releases", content=bundle.read_bytes())
-    etk = api("POST", "/api/v1/enrollment-tokens", json={"name": "lab"})["token"]
+    etk = release_with_profile_on(api, tmp_path / "b", kws_payload, release_key)
     sim = FleetSimulator(
         url,
         etk,

@@ -154,6 +154,13 @@ class DriftConfig(BaseModel):
         ge=1,
         description="Most sketch windows summed to reach `min_count` for one verdict.",
     )
+    ks_min_samples: int = Field(
+        default=KS_MIN_SAMPLES,
+        ge=1,
+        description="Kolmogorov–Smirnov runs when the reference profile carries raw rows and "
+        "the selection's windows hold at least this many raw samples; with fewer, the "
+        "feature gets the binned method 'auto' would choose without samples.",
+    )
     psi_epsilon: float = Field(
         default=1e-4,
         gt=0,
@@ -169,6 +176,14 @@ SummaryKind = Literal["auto", "columns", "bands", "channels"]
 # The largest raw-sample allowance a project may grant per device and window: a sketch is
 # one HTTP body, and a few hundred rows already give the server's KS test its power.
 MAX_SAMPLES_PER_WINDOW = 10_000
+# The most reference rows a profile may carry for the KS test: the profile ships in every
+# bundle (and to every device), and beyond a few thousand rows the test gains nothing.
+MAX_REFERENCE_SAMPLES = 10_000
+# Fewest current raw samples the server runs KS on (DriftConfig.ks_min_samples' default):
+# with 100 rows against 1,000 reference rows KS flags a shift of half a standard deviation
+# almost surely; with fewer, the binned test over every inference of the windows is
+# stronger than KS over the few sampled ones.
+KS_MIN_SAMPLES = 100
 
 
 class SamplingConfig(BaseModel):
@@ -182,6 +197,15 @@ class SamplingConfig(BaseModel):
         le=MAX_SAMPLES_PER_WINDOW,
         description="Raw summary rows (with their prediction) a device may send per window, "
         "drawn by reservoir sampling; 0 = no raw sample ever leaves the device.",
+    )
+    reference_samples: int = Field(
+        default=1000,
+        ge=0,
+        le=MAX_REFERENCE_SAMPLES,
+        description="Training-split summary rows (a seeded random subset) the reference "
+        "profile carries when `max_samples_per_window` > 0, so that the server can run the "
+        "Kolmogorov–Smirnov test on the devices' raw samples; 0 = none. Ignored (no rows "
+        "shipped) when devices may send no samples.",
     )
 
 

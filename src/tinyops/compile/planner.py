@@ -1,0 +1,245 @@
+"""Static memory plan: where each activation tensor lives in the one arena.
+
+Two passes, both pure functions over plain data:
+
+1. `buffers_of(graph)` — liveness. Activation tensors are grouped into *buffers*: a
+   RESHAPE's output is the same bytes as its input (int8 row-major data does not move when
+   its shape changes), so the two share one buffer and the RESHAPE costs nothing. A buffer
+   is live from the operator that first writes it to the last operator that reads it
+   (inclusive, operator indices in execution order). The graph's input and output are not
+   in the arena: the caller passes them to `tinyops_<name>_invoke` (`in`, `out`), and the
+   kernels read the input and write the output there directly. A RESHAPE from the input
+   straight to the output is the one case that needs a copy (`Liveness.copies`).
+   Operators with an in-place kernel (`InPlace`: 1x1 convolutions, stride-1 depthwise
+   convolutions, ADD) whose input dies at them share that input's buffer with their
+   output (`Liveness.inplace`); their scratch memory is one more buffer, live only
+   during the operator.
+2. `plan_memory(buffers)` — offsets, by TFLM's GreedyMemoryPlanner idea: take buffers
+   largest first, and place each at the lowest offset (a multiple of the alignment) where
+   it overlaps no already-placed buffer whose lifetime overlaps its own. The arena size
+   is the highest end.
+
+`check_plan` states the invariants and is run after planning (and by the property
+tests): every buffer is placed once, aligned, inside the arena, and no two buffers whose
+lifetimes overlap share a byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from tinyops.compile.errors import CompileError
+from tinyops.compile.ir import Graph
+
+ALIGNMENT = 16
+# Buffer ids for the caller's buffers (never in the arena).
+INPUT = -1
+OUTPUT = -2
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """`size` bytes needed from operator `first` to operator `last`, both inclusive."""
+
+    id: int
+    size: int
+    first: int
+    last: int
+
+    def lifetime_overlaps(self, other: Buffer) -> bool:
+        return self.first <= other.last and other.first <= self.last
+
+
+@dataclass(frozen=True)
+class InPlace:
+    """An operator that may write its output over one of its inputs, if that input dies.
+
+    `operands`: the input positions it may overwrite (ADD: either); `scratch`: the bytes
+    of working memory the in-place kernel needs while it runs (a pixel's outputs, the
+    rows a depthwise convolution still reads), planned in the arena like any buffer."""
+
+    operands: tuple[int, ...] = (0,)
+    scratch: int = 0
+
+
+# Buffer ids of scratch areas: SCRATCH_BASE + operator index (tensor ids are far below).
+SCRATCH_BASE = 1 << 24
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """Activation tensor → buffer id (INPUT, OUTPUT or an arena buffer), and the buffers."""
+
+    buffer_of: dict[int, int]
+    buffers: tuple[Buffer, ...]
+    # RESHAPE operator indices that must copy (input buffer → output buffer).
+    copies: frozenset[int] = field(default_factory=frozenset)
+    # Operators that run in place (their output shares the dying input's buffer), and
+    # the scratch buffer id of those that need one.
+    inplace: frozenset[int] = field(default_factory=frozenset)
+    scratch: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    buffers: tuple[Buffer, ...]
+    offsets: dict[int, int]
+    arena_bytes: int
+    alignment: int = ALIGNMENT
+
+
+def _align(n: int, alignment: int) -> int:
+    return -(-n // alignment) * alignment
+
+
+def buffers_of(graph: Graph, inplace: Mapping[int, InPlace] | None = None) -> Liveness:
+    """Group activation tensors into buffers (RESHAPE aliases, in-place operators) and
+    find their lifetimes. `inplace`: the operators (by index) that have an in-place
+    kernel; each runs in place when the input it may overwrite is an arena buffer that
+    no later operator reads and its output is an arena buffer, too."""
+    src = graph.source
+    buffer_of: dict[int, int] = {graph.inputs[0]: INPUT}
+    out_tensor = graph.outputs[0]
+    copies: set[int] = set()
+    for op in graph.operators:
+        ins = [i for i in op.inputs if i >= 0 and not graph.tensor(i).constant]
+        for t in ins:
+            if t not in buffer_of:
+                raise CompileError(
+                    f"{src}: operator {op.index} ({op.kind}) reads tensor {t} "
+                    f"({graph.tensor(t).name}) before any operator writes it"
+                )
+        for t in op.outputs:
+            if t in buffer_of:
+                raise CompileError(
+                    f"{src}: operator {op.index} ({op.kind}) writes tensor {t} "
+                    f"({graph.tensor(t).name}), which is already written (or is the input)"
+                )
+            target = OUTPUT if t == out_tensor else t
+            if op.kind == "RESHAPE" and ins:
+                source_buffer = buffer_of[ins[0]]
+                if target == OUTPUT and source_buffer != OUTPUT:
+                    # The output must land in the caller's buffer. Alias the whole group
+                    # into it unless the group is the caller's (read-only) input.
+                    if source_buffer == INPUT:
+                        copies.add(op.index)
+                    else:
+                        for k, v in buffer_of.items():
+                            if v == source_buffer:
+                                buffer_of[k] = OUTPUT
+                else:
+                    target = source_buffer
+            buffer_of[t] = target
+    if out_tensor not in buffer_of:
+        raise CompileError(f"{src}: no operator writes the output tensor {out_tensor}")
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for op in graph.operators:
+        for t in op.outputs:
+            b = buffer_of[t]
+            first.setdefault(b, op.index)
+            last[b] = max(last.get(b, op.index), op.index)
+        for t in op.inputs:
+            if t >= 0 and not graph.tensor(t).constant:
+                b = buffer_of[t]
+                last[b] = max(last.get(b, op.index), op.index)
+    done_inplace: set[int] = set()
+    for op in graph.operators:
+        candidate = (inplace or {}).get(op.index)
+        if candidate is None or len(op.outputs) != 1:
+            continue
+        out_b = buffer_of[op.outputs[0]]
+        if out_b in (INPUT, OUTPUT) or first[out_b] != op.index:
+            continue
+        for position in candidate.operands:
+            t = op.inputs[position]
+            if t < 0 or graph.tensor(t).constant:
+                continue
+            in_b = buffer_of[t]
+            others = [
+                buffer_of[u]
+                for i, u in enumerate(op.inputs)
+                if i != position and u >= 0 and u in buffer_of
+            ]
+            if in_b in (INPUT, OUTPUT) or last[in_b] != op.index or in_b in others:
+                continue
+            # The output's bytes are the dying input's: one buffer from the input's first
+            # writer to the output's last reader.
+            for k, v in buffer_of.items():
+                if v == out_b:
+                    buffer_of[k] = in_b
+            last[in_b] = last.pop(out_b)
+            del first[out_b]
+            done_inplace.add(op.index)
+            break
+    sizes: dict[int, int] = {}
+    for t, b in buffer_of.items():
+        sizes[b] = max(sizes.get(b, 0), graph.tensor(t).nbytes)
+    buffers = [
+        Buffer(b, sizes[b], first[b], last[b]) for b in sorted(first) if b not in (INPUT, OUTPUT)
+    ]
+    scratch: dict[int, int] = {}
+    for i in sorted(done_inplace):
+        need = (inplace or {})[i].scratch
+        if need > 0:
+            scratch[i] = SCRATCH_BASE + i
+            buffers.append(Buffer(SCRATCH_BASE + i, need, i, i))
+    return Liveness(buffer_of, tuple(buffers), frozenset(copies), frozenset(done_inplace), scratch)
+
+
+def plan_memory(buffers: Sequence[Buffer], alignment: int = ALIGNMENT) -> MemoryPlan:
+    """Greedy by size: largest first, each at the lowest aligned offset that fits."""
+    order = sorted(buffers, key=lambda b: (-b.size, b.first, b.id))
+    offsets: dict[int, int] = {}
+    placed: list[Buffer] = []
+    for buf in order:
+        conflicts = sorted(
+            (offsets[p.id], offsets[p.id] + p.size) for p in placed if p.lifetime_overlaps(buf)
+        )
+        offset = 0
+        for start, end in conflicts:
+            if offset + buf.size <= start:
+                break
+            offset = max(offset, _align(end, alignment))
+        offsets[buf.id] = offset
+        placed.append(buf)
+    arena = max((offsets[b.id] + b.size for b in buffers), default=0)
+    plan = MemoryPlan(tuple(buffers), offsets, _align(arena, alignment), alignment)
+    check_plan(plan)
+    return plan
+
+
+def check_plan(plan: MemoryPlan) -> None:
+    """Raise AssertionError naming the first broken invariant of a memory plan."""
+    ids = [b.id for b in plan.buffers]
+    if len(set(ids)) != len(ids) or set(ids) != set(plan.offsets):
+        raise AssertionError(f"plan places buffers {sorted(plan.offsets)} for buffers {ids}")
+    for b in plan.buffers:
+        off = plan.offsets[b.id]
+        if off % plan.alignment or off < 0 or off + b.size > plan.arena_bytes:
+            raise AssertionError(
+                f"buffer {b.id} at [{off}, {off + b.size}) is misaligned or outside the "
+                f"{plan.arena_bytes}-byte arena"
+            )
+    _check_disjoint(plan.buffers, plan.offsets)
+
+
+def _check_disjoint(buffers: Iterable[Buffer], offsets: dict[int, int]) -> None:
+    items = list(buffers)
+    for i, a in enumerate(items):
+        for b in items[i + 1 :]:
+            if not a.lifetime_overlaps(b) or a.size == 0 or b.size == 0:
+                continue
+            a0, b0 = offsets[a.id], offsets[b.id]
+            if a0 < b0 + b.size and b0 < a0 + a.size:
+                raise AssertionError(
+                    f"buffers {a.id} [{a0}, {a0 + a.size}) ops {a.first}..{a.last} and "
+                    f"{b.id} [{b0}, {b0 + b.size}) ops {b.first}..{b.last} overlap"
+                )
+
+
+def peak_live_bytes(buffers: Sequence[Buffer]) -> int:
+    """The most bytes live at once: a lower bound no offset assignment can beat."""
+    steps = {b.first for b in buffers} | {b.last for b in buffers}
+    return max((sum(b.size for b in buffers if b.first <= s <= b.last) for s in steps), default=0)

@@ -114,7 +114,12 @@ BATCH_ROWS: Final = 2000
 # statements, PostgreSQL COPY. The columns are those of `schema`.
 # Rows per statement on SQLite (4 parameters each; SQLite takes 32,766 per statement).
 SQLITE_CHUNK_ROWS: Final = 2000
-COPY_POINTS: Final = "COPY telemetry_points (device_id, t, metric, value) FROM STDIN"
+# Points in COPY's binary format: PostgreSQL then parses no timestamp or float text (about
+# a third of its per-row cost), and psycopg encodes the rows in C.
+COPY_POINTS: Final = (
+    "COPY telemetry_points (device_id, t, metric, value) FROM STDIN (FORMAT BINARY)"
+)
+COPY_POINT_TYPES: Final = ("varchar", "timestamptz", "varchar", "float8")
 COPY_LOGS: Final = "COPY device_logs (device_id, t, level, message) FROM STDIN"
 # Check-ins on PostgreSQL: COPY into a per-connection temporary table, then one UPDATE.
 CHECKIN_TEMP_TABLE: Final = (
@@ -1856,11 +1861,12 @@ class Store:
     def prepare_points(self, points: Sequence[PointRow]) -> PreparedRows:
         """Telemetry points in the form `write_telemetry` takes (pure Python, no I/O)."""
         if self.dialect == "postgresql":
-            lines = [
-                f"{_copy_text(d)}\t{_postgresql_time(at)}\t{_copy_text(metric)}\t{value!r}\n"
-                for d, at, metric, value in points
-            ]
-            return PreparedRows(len(points), lines)
+            for _, at, _, _ in points:
+                if at.tzinfo is None:
+                    raise ValueError(
+                        f"naive datetime {at!r}: the fleet store takes UTC-aware times"
+                    )
+            return PreparedRows(len(points), list(points))
         params: list[Any] = []
         for d, at, metric, value in points:
             params += (d, _sqlite_time(at), metric, value)
@@ -1887,10 +1893,14 @@ class Store:
         with self._engines.write.begin() as connection:
             if self.dialect == "postgresql":
                 cursor = _driver_cursor(connection)
-                for sql, rows in ((COPY_POINTS, points), (COPY_LOGS, logs)):
-                    if rows.count:
-                        with cursor.copy(sql) as copy:
-                            copy.write("".join(rows.data))
+                if points.count:
+                    with cursor.copy(COPY_POINTS) as copy:
+                        copy.set_types(list(COPY_POINT_TYPES))
+                        for row in points.data:
+                            copy.write_row(row)
+                if logs.count:
+                    with cursor.copy(COPY_LOGS) as copy:
+                        copy.write("".join(logs.data))
             else:
                 step = 4 * SQLITE_CHUNK_ROWS
                 for table, columns, rows in (

@@ -681,7 +681,10 @@ async def test_metrics_exposition_parses(
 
 async def test_healthz_needs_no_credentials_and_openapi_lists_every_endpoint(fleet: Any) -> None:
     assert (await fleet.client.get("/healthz")).json() == {"status": "ok"}
-    spec = (await fleet.client.get("/openapi.json")).json()
+    # Nothing else answers without credentials: not the OpenAPI document, and no /docs.
+    assert (await fleet.client.get("/openapi.json")).status_code == 401
+    assert (await fleet.client.get("/docs", headers=fleet.admin)).status_code == 404
+    spec = (await fleet.client.get("/openapi.json", headers=fleet.admin)).json()
     paths = set(spec["paths"])
     expected = {
         "/api/v1/device/enroll",

@@ -43,7 +43,10 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
 
 @pytest.fixture(scope="module")
 def api_schema(fuzz_server: dict[str, Any]) -> Any:
-    return schemathesis.openapi.from_url(f"{fuzz_server['url']}/openapi.json")
+    return schemathesis.openapi.from_url(
+        f"{fuzz_server['url']}/openapi.json",
+        headers={"Authorization": f"Bearer {fuzz_server['admin']}"},
+    )
 
 
 def check_response(case: Any, fuzz_server: dict[str, Any]) -> int:

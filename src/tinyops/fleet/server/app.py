@@ -64,6 +64,12 @@ def create_app(settings: FleetSettings) -> FastAPI:
         summary="OTA releases, staged rollouts and rollback for tinyops devices "
         f"(protocol v{API_VERSION}, docs/device-protocol.md).",
         lifespan=lifespan,
+        # Nothing but /healthz answers without credentials: the OpenAPI document is served
+        # by the system router to API tokens, and there is no /docs or /redoc (their pages
+        # would load Swagger UI and ReDoc from a CDN).
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
         # The server has its own Prometheus metrics; FastAPI's native OpenTelemetry would
         # otherwise look up the global providers on every request (~5 % of a check-in).
         telemetry={"tracing": False, "metrics": False, "logs": False},

@@ -1,8 +1,11 @@
-"""`/healthz` (no credentials) and `/metrics` (Prometheus exposition, any API role)."""
+"""`/healthz` (no credentials), `/metrics` (Prometheus exposition) and `/openapi.json`
+(the API's OpenAPI document), both for any API role."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from tinyops.fleet.server.auth import Reader, Runtime
@@ -26,3 +29,10 @@ async def healthz() -> HealthOut:
 def metrics(who: Reader, rt: Runtime) -> Response:
     """Prometheus text exposition format."""
     return Response(rt.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/openapi.json", include_in_schema=False)
+def openapi(who: Reader, request: Request) -> dict[str, Any]:
+    """The OpenAPI 3 document of this server (FastAPI builds it once and caches it)."""
+    spec: dict[str, Any] = request.app.openapi()
+    return spec

@@ -57,7 +57,7 @@ from tinyops.fleet.mqtt.wire import (
 from tinyops.fleet.rollout import InvalidTransition
 from tinyops.fleet.server.device_service import DeviceService, authenticate_device
 from tinyops.fleet.server.drift_models import SketchIn
-from tinyops.fleet.server.errors import _field_path, _validation_message
+from tinyops.fleet.server.errors import field_path, validation_message
 from tinyops.fleet.server.metrics import LATENCY_BUCKETS
 from tinyops.fleet.server.models import (
     MAX_ID,
@@ -506,7 +506,7 @@ def _validate(model: type[M], data: Any) -> M:
         first = errors[0]
         more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
         raise Invalid(
-            _validation_message(dict(first)) + more, field=_field_path(first["loc"])
+            validation_message(dict(first)) + more, field=field_path(first["loc"])
         ) from None
 
 

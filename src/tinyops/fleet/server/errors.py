@@ -76,7 +76,7 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-def _field_path(loc: Sequence[Any]) -> str | None:
+def field_path(loc: Sequence[Any]) -> str | None:
     """`("body", "phases", 2, "percent")` → `phases[2].percent`; None for the whole body."""
     parts = list(loc)
     if parts and parts[0] in ("body", "query", "path", "header"):
@@ -90,8 +90,8 @@ def _field_path(loc: Sequence[Any]) -> str | None:
     return out or None
 
 
-def _validation_message(error: dict[str, Any]) -> str:
-    where = _field_path(error.get("loc", ())) or "body"
+def validation_message(error: dict[str, Any]) -> str:
+    where = field_path(error.get("loc", ())) or "body"
     return f"{where}: {error.get('msg', 'invalid')}"
 
 
@@ -127,7 +127,7 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return error_response(
-        422, "invalid", _validation_message(first) + more, _field_path(first.get("loc", ()))
+        422, "invalid", validation_message(first) + more, field_path(first.get("loc", ()))
     )
 
 

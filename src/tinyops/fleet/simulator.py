@@ -375,7 +375,8 @@ class _FaultyTransport:
 
     async def send_sketch(self, body: Any) -> Any:
         if not isinstance(self.inner, SketchTransport):
-            # An MQTT channel carries no sketches (yet): refused, so the agent drops them.
+            # HTTP and MQTT channels carry sketches; a channel without them refuses, so
+            # the agent drops them.
             raise TransportError("this transport cannot send drift sketches", retryable=False)
         self._maybe_drop("sketch")
         return await self.inner.send_sketch(body)

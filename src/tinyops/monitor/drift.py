@@ -278,11 +278,17 @@ def compute_drift(
     *,
     reference_samples: ArrayLike | None = None,
     current_samples: ArrayLike | None = None,
+    binned_fallback: bool = False,
 ) -> DriftReport:
     """Compare current histograms with the reference profile, feature by feature.
 
     `reference_samples` and `current_samples` (rows × the profile's features, in its order)
-    are raw values where they exist; the KS test needs both. Histograms that do not fit the
+    are raw values where they exist; the KS test needs both, and at least
+    `config.ks_min_samples` current rows. A feature the config gives KS (explicitly, or
+    'auto' with a small reference) without them raises DataError, or with
+    `binned_fallback` gets the method 'auto' picks from histograms alone (what the server
+    does: whether a selection holds enough raw samples is not the caller's mistake).
+    Histograms that do not fit the
     profile (unknown or missing features, wrong bin counts, negative counts) raise DataError
     naming the feature; config entries naming unknown features raise ProjectError.
     """
@@ -307,14 +313,20 @@ def compute_drift(
     ref_raw = _samples(reference_samples, len(names), "reference samples")
     cur_raw = _samples(current_samples, len(names), "current samples")
     small = profile.rows <= cfg.small_reference_rows
+    enough = ref_raw is not None and cur_raw is not None and cur_raw.shape[0] >= cfg.ks_min_samples
 
     rows = []
     for j, feat in enumerate(profile.features):
         counts = _checked_counts(f"feature {feat.name!r}", current.features[feat.name], feat.n_bins)
-        samples = None if ref_raw is None or cur_raw is None else (ref_raw[:, j], cur_raw[:, j])
+        samples = None
+        if enough:
+            assert ref_raw is not None and cur_raw is not None
+            samples = (ref_raw[:, j], cur_raw[:, j])
         method = cfg.per_feature_method.get(feat.name) or _auto_method(
             feat, counts, cfg, small, samples is not None
         )
+        if method == "ks" and samples is None and binned_fallback:
+            method = _auto_method(feat, counts, cfg, small, False, "auto")
         kind: Kind = "numeric" if isinstance(feat, NumericProfile) else "categorical"
         rows.append(_row(feat, kind, method, counts, cfg, samples))
 
@@ -421,7 +433,10 @@ def _row(
         stat = normed_wasserstein(feat, counts)
     elif method == "ks":
         if samples is None:
-            raise DataError(f"{label}: the KS test needs raw reference and current samples")
+            raise DataError(
+                f"{label}: the KS test needs raw reference and current samples (at least "
+                f"{cfg.ks_min_samples} current rows, the config's ks_min_samples)"
+            )
         stat = ks_pvalue(*samples)
     elif method == "psi":
         stat = psi(ref, counts, cfg.psi_epsilon)

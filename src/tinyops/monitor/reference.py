@@ -33,6 +33,13 @@ A categorical value goes to the bin of its position in the table, or to the last
 it is not in the table (exact float equality). NaN and infinite values are refused.
 
 `ReferenceProfile.to_dict` / `from_dict` give the JSON form that travels in the bundle.
+
+Optionally (when the project lets devices send raw samples) the profile also carries
+`samples`: a seeded random subset of at most `reference_samples` training rows, the
+reference side of the server's Kolmogorov–Smirnov test. VERSIONING: `version` changes only
+when a reader of the previous version would misread a profile. `samples` is an optional
+key that version-1 readers (agents and servers in the field) ignore, so a profile with it
+stays version 1, and a profile without it reads as before.
 """
 
 from __future__ import annotations
@@ -51,6 +58,9 @@ from tinyops.errors import DataError
 PROFILE_FORMAT = "tinyops.reference-profile"
 PROFILE_VERSION = 1
 HISTOGRAMS_FORMAT = "tinyops.drift-histograms"
+# Significant digits of a reference sample in the JSON: float32's precision, what a device
+# computes summaries in; full float64 repr would double the member's size for nothing.
+SAMPLE_DIGITS = 7
 
 DEFAULT_BINS = 10
 # Confidence histogram: inner edges 0.1 … 0.9 make the bins [0, 0.1], (0.1, 0.2], …,
@@ -276,6 +286,8 @@ class ReferenceProfile:
     """Reference count of predictions per class (index = class)."""
     confidence: NumericProfile | None = None
     """Histogram of the largest class probability over CONFIDENCE_EDGES."""
+    samples: tuple[tuple[float, ...], ...] | None = None
+    """Raw reference rows (the profile's feature order) for the KS test, or None."""
 
     @property
     def feature_names(self) -> tuple[str, ...]:
@@ -321,7 +333,16 @@ class ReferenceProfile:
             if self.prediction_counts is None
             else list(self.prediction_counts),
             "confidence": None if self.confidence is None else self.confidence.to_dict(),
+            # Only when present: a profile without samples stays byte-identical to what
+            # earlier versions wrote (bundles are reproducible, caches keep hitting).
+            **({} if self.samples is None else {"samples": [list(r) for r in self.samples]}),
         }
+
+    def sample_matrix(self) -> NDArray[np.float64] | None:
+        """The reference samples as a rows × features array, or None."""
+        if self.samples is None:
+            return None
+        return np.asarray(self.samples, dtype=np.float64).reshape(-1, len(self.features))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ReferenceProfile:
@@ -370,6 +391,7 @@ class ReferenceProfile:
             confidence=None
             if conf is None
             else _numeric_from_dict(conf, "reference profile: confidence"),
+            samples=_samples_from_dict(data.get("samples"), len(features), rows),
         )
 
 
@@ -385,6 +407,8 @@ def build_reference_profile(
     predictions: ArrayLike | None = None,
     num_classes: int | None = None,
     bins: int = DEFAULT_BINS,
+    reference_samples: int = 0,
+    seed: int = 0,
 ) -> ReferenceProfile:
     """Profile the training split `x` (N×F) and the model's outputs on it.
 
@@ -392,6 +416,10 @@ def build_reference_profile(
     class probabilities; one column = a sigmoid's P(class 1)) for the class distribution and
     the confidence histogram, or only `predictions` (N class indices, `num_classes` classes,
     default max + 1) for the class distribution alone.
+
+    `reference_samples` > 0 keeps that many rows of `x` (all when it has fewer), a random
+    subset drawn with `seed` and kept in row order, rounded to SAMPLE_DIGITS significant
+    digits: the reference side of the KS test.
     """
     if bins < 2:
         raise DataError(f"reference profile: bins must be at least 2, got {bins}")
@@ -446,9 +474,27 @@ def build_reference_profile(
                 low=0.0,
                 high=1.0,
             )
+    if reference_samples < 0:
+        raise DataError(
+            f"reference profile: reference_samples must be ≥ 0, got {reference_samples}"
+        )
+    samples = None
+    if reference_samples > 0:
+        rng = np.random.default_rng(seed)
+        picked = np.sort(rng.choice(n, size=min(reference_samples, n), replace=False))
+        rows_kept = np.asarray(arr[picked], dtype=np.float64)
+        samples = tuple(tuple(_round_sample(v) for v in row) for row in rows_kept.tolist())
     return ReferenceProfile(
-        rows=n, features=tuple(features), prediction_counts=pred_counts, confidence=confidence
+        rows=n,
+        features=tuple(features),
+        prediction_counts=pred_counts,
+        confidence=confidence,
+        samples=samples,
     )
+
+
+def _round_sample(value: float) -> float:
+    return float(f"{value:.{SAMPLE_DIGITS}g}")
 
 
 def _numeric_profile(name: str, s: NDArray[np.float64], bins: int) -> NumericProfile:
@@ -626,6 +672,28 @@ def _numeric_from_dict(item: Mapping[str, Any], where: str) -> NumericProfile:
         std=std,
         discrete=discrete,
     )
+
+
+def _samples_from_dict(
+    value: Any, n_features: int, rows: int
+) -> tuple[tuple[float, ...], ...] | None:
+    """The optional `samples` key: at most `rows` lists of `n_features` finite numbers."""
+    if value is None:
+        return None
+    where = "reference profile: samples"
+    if not isinstance(value, list) or not value:
+        raise DataError(f"{where} must be a non-empty list of rows")
+    if len(value) > rows:
+        raise DataError(f"{where} has {len(value)} rows, more than the profile's {rows}")
+    out = []
+    for i, row in enumerate(value):
+        numbers = _float_list(row, f"{where}[{i}]")
+        if len(numbers) != n_features:
+            raise DataError(
+                f"{where}[{i}] has {len(numbers)} values; the profile has {n_features} features"
+            )
+        out.append(tuple(numbers))
+    return tuple(out)
 
 
 def _categorical_from_dict(item: Mapping[str, Any], where: str) -> CategoricalProfile:

@@ -95,8 +95,8 @@ class Transport(Protocol):
 class SketchTransport(Protocol):
     """A transport that can also deliver drift sketches (tinyops.monitor.sketch bodies).
 
-    Separate from `Transport` so that transports without it (MQTT, for now) stay valid:
-    an agent on one of those keeps no sketches.
+    Separate from `Transport` so that a transport without it (a custom one) stays valid:
+    an agent on one of those keeps no sketches. HTTP and MQTT both have it.
     """
 
     async def send_sketch(self, body: Mapping[str, Any]) -> SketchAck: ...

@@ -7,6 +7,11 @@ becomes the `TransportError` HTTP would have raised (same status, code, field an
 `retryable`), so the agent behaves identically on either transport: it backs off after a
 5xx or a timeout, drops a report refused with a 409, enrolls again after a 401.
 
+Drift sketches (`send_sketch`, op `sketches`) carry the body of
+`POST /api/v1/device/sketches` as it is (a mapping, as `tinyops.monitor.sketch` builds it)
+and get the same `SketchAck` or the same refusal, so an MQTT agent keeps, sends, retries
+and drops sketches exactly as an HTTP one does.
+
 Artifacts are not sent over MQTT: `download` fetches the offer's URL over HTTP with Range
 (resumable) through an `HttpTransport`, as AWS IoT Jobs hands devices presigned HTTPS URLs.
 
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
@@ -33,6 +39,7 @@ from tinyops.fleet.agent.messages import (
     CommandResult,
     EnrollRequest,
     EnrollResponse,
+    SketchAck,
     StatusReport,
     TelemetryAck,
     TelemetryBatch,
@@ -123,7 +130,7 @@ class MqttTransport:
     async def _call(
         self,
         op: str,
-        body: BaseModel | None = None,
+        body: BaseModel | Mapping[str, Any] | None = None,
         *,
         device_id: str | None = None,
         auth: bool = True,
@@ -134,8 +141,10 @@ class MqttTransport:
         fields: dict[str, Any] = dict(ids)
         if auth and self._token is not None:
             fields["token"] = self._token
-        if body is not None:
+        if isinstance(body, BaseModel):
             fields["body"] = body.model_dump(mode="json")
+        elif body is not None:
+            fields["body"] = dict(body)
         reply = await self.session.request(device, op, fields, self.timeout_s)
         if reply.status >= 400:
             raise _error(reply, op)
@@ -176,6 +185,9 @@ class MqttTransport:
 
     async def send_telemetry(self, batch: TelemetryBatch) -> TelemetryAck:
         return self._parse(await self._call("telemetry", batch), TelemetryAck, "telemetry")
+
+    async def send_sketch(self, body: Mapping[str, Any]) -> SketchAck:
+        return self._parse(await self._call("sketches", body), SketchAck, "sketches")
 
     async def fetch_commands(self) -> list[Command]:
         return self._parse(await self._call("commands"), CommandList, "commands").commands

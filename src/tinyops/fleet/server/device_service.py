@@ -233,8 +233,15 @@ class DeviceService:
         return TelemetryAck(accepted=len(points), logs=len(logs))
 
     async def sketches(self, device: DeviceCredential, body: SketchIn) -> SketchAck:
-        """Store one window of drift sketches (answered once stored; drift_service.py)."""
-        window_id, _created = await run_in_threadpool(self.rt.drift.ingest, device, body, utcnow())
+        """Store one window of drift sketches (answered once stored; drift_service.py).
+
+        Checked against the profile on the event loop (in a thread only the first time a
+        release is seen: that reads its profile), stored by group commit (SketchWriter)."""
+        drift = self.rt.drift
+        write = drift.check_cached(device, body)
+        if write is None:
+            write = await run_in_threadpool(drift.check, device, body)
+        window_id, _created = await self.rt.sketches.write(write)
         return SketchAck(accepted=True, window_id=window_id)
 
     async def commands(self, device: DeviceCredential) -> CommandList:

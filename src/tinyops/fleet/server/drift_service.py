@@ -10,7 +10,10 @@ Devices send, per window, histograms in the bins of their release's reference pr
 3. answers drift questions over any selection: the windows of a release within a time
    range, for one device, a tag group or the whole fleet, are summed bin by bin (the bins
    are shared, so histograms add up) and compared with the reference by
-   `tinyops.monitor.drift.compute_drift`;
+   `tinyops.monitor.drift.compute_drift`. Where the profile carries reference rows and the
+   config asks for the Kolmogorov–Smirnov test, the raw samples of the selected windows
+   (newest windows first, at most MAX_KS_SAMPLES) are its current side; with fewer than
+   `DriftConfig.ks_min_samples` of them a feature gets the binned method instead;
 4. takes ground-truth feedback for sampled predictions (performance drift: accuracy of the
    labeled predictions against the reference accuracy the policy states) and newly
    labeled samples for retraining.
@@ -56,10 +59,14 @@ from tinyops.monitor.policy import (
     MonitoringPolicy,
     monitoring_from_files,
 )
-from tinyops.monitor.reference import Histograms, ReferenceProfile
+from tinyops.monitor.reference import Histograms, NumericProfile, ReferenceProfile
 
 # The drift API's time range when the request gives none: the last day.
 DEFAULT_RANGE: Final = timedelta(days=1)
+# Most raw samples one KS test reads (newest windows first): at 20,000 rows KS already
+# detects a shift of a few hundredths of a standard deviation, and reading more costs
+# time and memory for nothing.
+MAX_KS_SAMPLES: Final = 20_000
 
 
 # ---------------------------------------------------------------------------- policy
@@ -277,6 +284,7 @@ class Merged:
     windows: int
     devices: int
     count: int
+    window_ids: tuple[int, ...] = ()
 
 
 def merge_windows(monitored: Monitored, rows: Sequence[WindowRow]) -> Merged | None:
@@ -296,13 +304,39 @@ def merge_windows(monitored: Monitored, rows: Sequence[WindowRow]) -> Merged | N
         windows=len(rows),
         devices=len({r.device_id for r in rows}),
         count=sum(r.count for r in rows),
+        window_ids=tuple(r.id for r in rows),
     )
 
 
-def drift_of(monitored: Monitored, merged: Merged, config: DriftConfig) -> DriftReport | None:
+def wants_ks(profile: ReferenceProfile, config: DriftConfig) -> bool:
+    """Whether any numeric feature would get the KS test, given samples: the question
+    that decides whether a selection's raw samples are worth reading."""
+    if profile.samples is None:
+        return False
+    small = profile.rows <= config.small_reference_rows
+    for feat in profile.features:
+        if not isinstance(feat, NumericProfile):
+            continue
+        method = config.per_feature_method.get(feat.name) or config.numeric_method
+        # 'auto' picks KS for a small reference (a feature binned by few values may still
+        # be tested as categorical; reading the samples then costs a query, no more).
+        if method == "ks" or (method == "auto" and small):
+            return True
+    return False
+
+
+def drift_of(
+    monitored: Monitored,
+    merged: Merged,
+    config: DriftConfig,
+    current_samples: Sequence[Sequence[float]] = (),
+) -> DriftReport | None:
     """The drift report of merged histograms; None when they hold no inference.
 
     An empty prediction or confidence histogram is left out rather than refused.
+    `current_samples` (raw rows of the merged windows) give the KS test its current side
+    when the profile carries reference rows; a feature given KS without enough of them
+    gets the binned method (`compute_drift(..., binned_fallback=True)`).
     """
     hist = merged.histograms
     if merged.count == 0:
@@ -311,8 +345,17 @@ def drift_of(monitored: Monitored, merged: Merged, config: DriftConfig) -> Drift
         hist = Histograms(hist.features, None, hist.confidence)
     if hist.confidence is not None and hist.confidence.sum() == 0:
         hist = Histograms(hist.features, hist.predictions, None)
+    reference = monitored.profile.sample_matrix()
+    current = np.asarray(current_samples, dtype=np.float64) if len(current_samples) else None
     try:
-        return compute_drift(monitored.profile, hist, config)
+        return compute_drift(
+            monitored.profile,
+            hist,
+            config,
+            reference_samples=None if current is None else reference,
+            current_samples=None if reference is None else current,
+            binned_fallback=True,
+        )
     except (ProjectError, DataError) as exc:
         raise Conflict(
             f"drift of release {monitored.label} cannot be computed with the drift config in "
@@ -382,6 +425,15 @@ class DriftService:
         """The release policy's drift config, else the server's, else the defaults."""
         return monitored.extras.drift or self.config or DriftConfig()
 
+    def judge(self, monitored: Monitored, merged: Merged) -> tuple[DriftReport | None, int]:
+        """The drift report of merged windows with the config in effect, and the number of
+        raw samples its KS tests read (0 when no feature wants KS or none were sent)."""
+        config = self.config_for(monitored)
+        samples: list[list[float]] = []
+        if merged.count and wants_ks(monitored.profile, config):
+            samples = self.store.drift.sample_features(merged.window_ids, MAX_KS_SAMPLES)
+        return drift_of(monitored, merged, config, samples), len(samples)
+
     def monitored(self, release: MonitoredRelease) -> Monitored:
         found = self._parsed.get(release.release_id)
         if found is None:
@@ -399,7 +451,29 @@ class DriftService:
     # --- ingestion -----------------------------------------------------------------------
 
     def ingest(self, device: DeviceCredential, body: SketchIn, now: datetime) -> tuple[int, bool]:
-        """Check and store a device's sketch; (window id, created). Nothing stored on error."""
+        """Check and store a device's sketch; (window id, created). Nothing stored on error.
+
+        (The server's request path checks with `check` and stores through the runtime's
+        SketchWriter, which commits concurrent sketches together.)"""
+        return self.store.drift.add_sketch(self.check(device, body), now)
+
+    def check_cached(self, device: DeviceCredential, body: SketchIn) -> SketchWrite | None:
+        """`check` without any database read, or None when that needs one (the release's
+        id or profile is not cached yet): cheap enough for the event loop."""
+        installed = device.installed
+        if installed is not None and (installed.name, installed.version) == (
+            body.release.name,
+            body.release.version,
+        ):
+            release_id = self._release_ids.get((installed.name, installed.version, device.hardware))
+            monitored = None if release_id is None else self._parsed.get(release_id)
+            if monitored is None:
+                return None
+        return self.check(device, body)
+
+    def check(self, device: DeviceCredential, body: SketchIn) -> SketchWrite:
+        """A device's sketch as a store write, checked against its release's profile;
+        Conflict (409) or Invalid (422) naming the field when it does not fit."""
         name, version = body.release.name, body.release.version
         installed = device.installed
         if installed is None or (installed.name, installed.version) != (name, version):
@@ -430,8 +504,7 @@ class DriftService:
                 field="release",
                 code="no-profile",
             )
-        write = check_sketch(monitored, device.device_id, body)
-        return self.store.drift.add_sketch(write, now)
+        return check_sketch(monitored, device.device_id, body)
 
     # --- reports -------------------------------------------------------------------------
 
@@ -503,7 +576,7 @@ class DriftService:
         first = monitored[0]
         rows = self._selected(monitored, start, end, device, group)
         merged = merge_windows(first, rows)
-        report = None if merged is None else drift_of(first, merged, self.config_for(first))
+        report, n_samples = (None, 0) if merged is None else self.judge(first, merged)
         ids = [m.release.release_id for m in monitored]
         by_device = self.store.drift.accuracy_by_device(ids, start, end)
         selected_devices = {r.device_id for r in rows}
@@ -522,6 +595,7 @@ class DriftService:
             "windows": 0 if merged is None else merged.windows,
             "devices": 0 if merged is None else merged.devices,
             "count": 0 if merged is None else merged.count,
+            "samples": n_samples,
             "report": None if report is None else report.to_dict(),
             "histograms": None if merged is None else merged.histograms.to_dict(),
             "performance": {
@@ -551,7 +625,6 @@ class DriftService:
             raise Invalid("start must be before end", field="start")
         monitored = self.releases(release, target)
         first = monitored[0]
-        config = self.config_for(first)
         per_device: dict[str, list[WindowRow]] = defaultdict(list)
         for row in self._selected(monitored, start, end, None, group):
             per_device[row.device_id].append(row)
@@ -561,7 +634,7 @@ class DriftService:
         for device_id in page:
             merged = merge_windows(first, per_device[device_id])
             assert merged is not None
-            report = drift_of(first, merged, config)
+            report, _samples = self.judge(first, merged)
             out.append(_verdict(device_id, merged, report))
         return {
             "release": {"name": first.release.name, "version": first.release.version},

@@ -45,12 +45,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Final
 
-from tinyops.fleet.server.drift_service import (
-    DriftService,
-    Monitored,
-    drift_of,
-    merge_windows,
-)
+from tinyops.fleet.server.drift_service import DriftService, Monitored, merge_windows
 from tinyops.fleet.store import FleetError
 from tinyops.fleet.store.drift_store import WindowRow
 from tinyops.monitor.drift import DriftReport
@@ -166,7 +161,8 @@ class DriftSource:
         if merged is None:
             return None
         try:
-            return drift_of(monitored, merged, self.service.config_for(monitored))
+            # judge: the KS test on the windows' raw samples where the profile allows it.
+            return self.service.judge(monitored, merged)[0]
         except FleetError as exc:
             log.warning("drift of %s not computed: %s", monitored.label, exc)
             return None

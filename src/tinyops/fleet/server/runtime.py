@@ -19,6 +19,14 @@ next transaction, one multi-row statement per table, and each request is answere
 once the transaction holding its points has committed. So a 202 means stored, as with
 one transaction per request, but a busy server writes thousands of points per commit.
 
+Drift sketches are written the same way (`SketchWriter`): the windows of the requests
+that arrive during a write are stored together in the next transaction
+(`DriftStore.add_sketches`), each request answered with its own outcome once that
+transaction has committed. Unlike telemetry, a sketch can be refused by what is already
+stored (its window reported before with other counts, a prediction id taken): the batch
+checks those per request before writing anything, so a refused request stores nothing
+and gets its own 409 while the others of its batch are stored.
+
 The database stays the truth: the directory and the view are caches of it, rebuilt on
 start, so a server killed at any moment restarts consistent.
 
@@ -73,6 +81,7 @@ from tinyops.fleet.store import (
     PreparedRows,
     Store,
 )
+from tinyops.fleet.store.drift_store import SketchWrite
 from tinyops.fleet.store.logs import Retention
 from tinyops.security.rollback import format_time, public_key_to_b64, sign_rollback_order
 
@@ -283,6 +292,74 @@ class TelemetryWriter:
         return self._points.count
 
 
+class SketchWriter:
+    """Group commit of drift sketches: requests that arrive during a write share the next.
+
+    Each request's sketch is checked against its release's profile before it gets here
+    (`DriftService.check`); `DriftStore.add_sketches` then stores a whole batch in one
+    transaction in a worker thread and answers per sketch. A refusal (FleetError) fails
+    its own request only; a failed transaction fails every request of its batch (nothing
+    of the batch is stored); the next batch is unaffected.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._waiting: list[tuple[SketchWrite, asyncio.Future[tuple[int, bool]]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def write(self, write: SketchWrite) -> tuple[int, bool]:
+        """(window id, created) once committed; the store's refusal raised as is."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, bool]] = loop.create_future()
+        self._waiting.append((write, future))
+        if self._task is None:
+            self._task = loop.create_task(self._drain())
+        # Shielded: a client that disconnects does not cancel the others' write.
+        return await asyncio.shield(future)
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                writes = [w for w, _ in batch]
+                try:
+                    outcomes = await run_in_threadpool(
+                        self._store.drift.add_sketches, writes, utcnow()
+                    )
+                except Exception as exc:
+                    log.exception("writing %d sketches failed", len(batch))
+                    for _, future in batch:
+                        _settle(future, exc)
+                    continue
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    _settle(future, outcome)
+        finally:
+            self._task = None
+
+    async def wait_idle(self) -> None:
+        """Wait until every accepted sketch is written."""
+        while (task := self._task) is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
+    def __len__(self) -> int:
+        """Sketches waiting for the next write."""
+        return len(self._waiting)
+
+
+def _settle(
+    future: asyncio.Future[tuple[int, bool]], outcome: tuple[int, bool] | BaseException
+) -> None:
+    if future.done():  # cancelled: its request went away
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+        # Retrieved here, so that a request that went away does not log "exception was
+        # never retrieved" as well.
+        future.exception()
+    else:
+        future.set_result(outcome)
+
+
 class Evaluator:
     """Coalescing runner of one synchronous evaluation function per deployment."""
 
@@ -348,6 +425,7 @@ class FleetRuntime:
         self.view = CheckinView(self.store)
         self.buffer = CheckinBuffer()
         self.telemetry = TelemetryWriter(self.store, self._telemetry_written)
+        self.sketches = SketchWriter(self.store)
         self.evaluator = Evaluator(self.evaluate_now)
         # Drift monitoring: sketches, reports, feedback (drift_service.py); its metrics
         # (drift_source.py) are on /metrics and are a source of the alert rules.
@@ -406,6 +484,7 @@ class FleetRuntime:
         self._background = []
         await self.evaluator.wait_idle()
         await self.telemetry.wait_idle()
+        await self.sketches.wait_idle()
         await self.flush()
         await run_in_threadpool(self.hardware_source.close)
         await run_in_threadpool(self.store.close)

@@ -37,11 +37,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tinyops.fleet.store import schema as t
-from tinyops.fleet.store.errors import Conflict, Invalid
+from tinyops.fleet.store.errors import Conflict, FleetError, Invalid
 from tinyops.security.audit import AuditAction
 
 # Rows per page of labeled samples, at most.
 MAX_SAMPLES_PAGE: Final = 1000
+# Window ids per IN (...) list: far below SQLite's 32,766 bound parameters.
+IDS_PER_QUERY: Final = 5000
 
 Transaction = Callable[[], AbstractContextManager[Session]]
 
@@ -134,6 +136,26 @@ def _window_insert(dialect: str) -> Any:
         upsert(t.SketchWindow)
         .on_conflict_do_nothing(index_elements=["device_id", "release_id", "window_start"])
         .returning(t.SketchWindow.id)
+    )
+
+
+def _same_content(a: t.SketchWindow | SketchWrite, b: SketchWrite) -> bool:
+    """Whether two reports of one window (device, release, start) say the same."""
+    return (
+        a.window_end == b.window_end
+        and a.count == b.count
+        and a.counts == b.counts
+        and a.predictions == b.predictions
+        and a.confidence == b.confidence
+    )
+
+
+def _other_counts(write: SketchWrite, window_id: int) -> Conflict:
+    return Conflict(
+        f"device {write.device_id!r} already reported the window starting "
+        f"{write.window_start.isoformat()} for this release, with other counts "
+        f"(window {window_id}); a window is reported once",
+        field="window.start",
     )
 
 
@@ -270,6 +292,157 @@ class DriftStore:
                 field="samples",
             ) from exc
 
+    def add_sketches(
+        self, writes: Sequence[SketchWrite], now: datetime
+    ) -> list[tuple[int, bool] | FleetError]:
+        """Store many sketches in ONE transaction (group commit); per write, what
+        `add_sketch` would have answered: (window id, created) or the refusal.
+
+        A refused write stores nothing and does not fail the others: every check that can
+        refuse one (its window exists with other counts, a prediction id taken before or
+        by an earlier write of the batch) runs before anything is written, so no savepoint
+        is needed. Writes are judged in order, as if they had come one after another: a
+        retry in the same batch as its original gets the original's id. Should the
+        batch's insert still hit a unique constraint (another process writing the same
+        database, which the server does not support), each write is stored on its own.
+        """
+        if not writes:
+            return []
+        try:
+            with self._tx() as s:
+                return self._add_batch(s, writes, now)
+        except IntegrityError:
+            one_by_one: list[tuple[int, bool] | FleetError] = []
+            for write in writes:
+                try:
+                    one_by_one.append(self.add_sketch(write, now))
+                except FleetError as exc:
+                    one_by_one.append(exc)
+            return one_by_one
+
+    def _add_batch(
+        self, s: Session, writes: Sequence[SketchWrite], now: datetime
+    ) -> list[tuple[int, bool] | FleetError]:
+        connection = s.connection()
+        # The stored windows any write names (one query; exact keys matched here).
+        existing: dict[tuple[str, int, datetime], t.SketchWindow] = {}
+        keys = {(w.device_id, w.release_id, w.window_start) for w in writes}
+        for row in s.scalars(
+            select(t.SketchWindow).where(
+                t.SketchWindow.device_id.in_({k[0] for k in keys}),
+                t.SketchWindow.release_id.in_({k[1] for k in keys}),
+                t.SketchWindow.window_start.in_({k[2] for k in keys}),
+            )
+        ):
+            key = (row.device_id, row.release_id, row.window_start)
+            if key in keys:
+                existing[key] = row
+        taken = self._taken_prediction_ids(s, writes)
+
+        results: list[tuple[int, bool] | FleetError | None] = [None] * len(writes)
+        inserting: dict[tuple[str, int, datetime], int] = {}  # key → index of its write
+        retries: list[tuple[int, int]] = []  # (index, index of the write it repeats)
+        for i, write in enumerate(writes):
+            key = (write.device_id, write.release_id, write.window_start)
+            try:
+                if key in existing:
+                    results[i] = (self._same_window(existing[key], write), False)
+                elif key in inserting:
+                    retries.append((i, inserting[key]))
+                else:
+                    claimed = self._claim_prediction_ids(write, taken)
+                    taken |= claimed
+                    inserting[key] = i
+            except FleetError as exc:
+                results[i] = exc
+        order = list(inserting.values())
+        if order:
+            ids = connection.scalars(
+                insert(t.SketchWindow).returning(t.SketchWindow.id, sort_by_parameter_order=True),
+                [
+                    {
+                        "device_id": writes[i].device_id,
+                        "release_id": writes[i].release_id,
+                        "window_start": writes[i].window_start,
+                        "window_end": writes[i].window_end,
+                        "count": writes[i].count,
+                        "counts": writes[i].counts,
+                        "predictions": writes[i].predictions,
+                        "confidence": writes[i].confidence,
+                        "received_at": now,
+                    }
+                    for i in order
+                ],
+            ).all()
+            samples = []
+            for i, window_id in zip(order, ids, strict=True):
+                results[i] = (int(window_id), True)
+                write = writes[i]
+                samples += [
+                    {
+                        "window_id": window_id,
+                        "release_id": write.release_id,
+                        "device_id": write.device_id,
+                        "prediction_id": x.prediction_id,
+                        "prediction": x.prediction,
+                        "features": x.features,
+                    }
+                    for x in write.samples
+                ]
+            if samples:
+                connection.execute(insert(t.PredictionSample), samples)
+        for i, original in retries:
+            stored = results[original]
+            assert isinstance(stored, tuple)
+            try:
+                if not _same_content(writes[original], writes[i]):
+                    raise _other_counts(writes[i], stored[0])
+                results[i] = (stored[0], False)
+            except FleetError as exc:
+                results[i] = exc
+        assert all(r is not None for r in results)
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _taken_prediction_ids(
+        s: Session, writes: Sequence[SketchWrite]
+    ) -> set[tuple[str, int, str]]:
+        """(device, release, prediction id) already stored, among the batch's ids."""
+        ids = {x.prediction_id for w in writes for x in w.samples if x.prediction_id is not None}
+        if not ids:
+            return set()
+        rows = s.execute(
+            select(
+                t.PredictionSample.device_id,
+                t.PredictionSample.release_id,
+                t.PredictionSample.prediction_id,
+            ).where(
+                t.PredictionSample.prediction_id.in_(ids),
+                t.PredictionSample.device_id.in_({w.device_id for w in writes if w.samples}),
+            )
+        ).tuples()
+        return {(d, r, p) for d, r, p in rows if p is not None}
+
+    @staticmethod
+    def _claim_prediction_ids(
+        write: SketchWrite, taken: set[tuple[str, int, str]]
+    ) -> set[tuple[str, int, str]]:
+        """The write's prediction ids; Conflict naming the first one already reported."""
+        claimed = set()
+        for i, x in enumerate(write.samples):
+            if x.prediction_id is None:
+                continue
+            key = (write.device_id, write.release_id, x.prediction_id)
+            if key in taken:
+                raise Conflict(
+                    f"prediction id {x.prediction_id!r} was already reported by device "
+                    f"{write.device_id!r} for this release: ids must be unique per device "
+                    "and release",
+                    field=f"samples[{i}].id",
+                )
+            claimed.add(key)
+        return claimed
+
     @staticmethod
     def _check_prediction_ids(s: Session, write: SketchWrite) -> None:
         """Conflict naming the first sample whose id the device already reported."""
@@ -306,21 +479,27 @@ class DriftStore:
 
     @staticmethod
     def _same_window(existing: t.SketchWindow, write: SketchWrite) -> int:
-        same = (
-            existing.window_end == write.window_end
-            and existing.count == write.count
-            and existing.counts == write.counts
-            and existing.predictions == write.predictions
-            and existing.confidence == write.confidence
-        )
-        if not same:
-            raise Conflict(
-                f"device {write.device_id!r} already reported the window starting "
-                f"{write.window_start.isoformat()} for this release, with other counts "
-                f"(window {existing.id}); a window is reported once",
-                field="window.start",
-            )
+        if not _same_content(existing, write):
+            raise _other_counts(write, existing.id)
         return existing.id
+
+    def sample_features(self, window_ids: Sequence[int], limit: int) -> list[list[float]]:
+        """The raw samples' feature rows of these windows, newest windows first, at most
+        `limit` rows (the current side of the KS test)."""
+        ids = sorted(set(window_ids), reverse=True)
+        out: list[list[float]] = []
+        with self._ro() as s:
+            for at in range(0, len(ids), IDS_PER_QUERY):
+                if len(out) >= limit:
+                    break
+                chunk = ids[at : at + IDS_PER_QUERY]
+                out += s.scalars(
+                    select(t.PredictionSample.features)
+                    .where(t.PredictionSample.window_id.in_(chunk))
+                    .order_by(t.PredictionSample.window_id.desc(), t.PredictionSample.id)
+                    .limit(limit - len(out))
+                )
+        return out
 
     def windows(
         self, release_ids: Sequence[int], start: datetime, end: datetime

@@ -189,6 +189,8 @@ async def test_drift_api_refusals(
             "start",
         ),
         ({"release": "kws@1.0.0", "device": "a", "group": "group:x"}, 422, "group"),
+        # No room for the default day before it (found by the fuzz test: it was a 500).
+        ({"release": "kws@1.0.0", "end": "0001-01-01T00:00:00Z"}, 422, "end"),
         ({"release": "kws@3.0.0"}, 404, None),
         ({"release": "kws@0.9.0"}, 409, "release"),
     ]

@@ -408,6 +408,27 @@ def load_drift_config(path: Path) -> DriftConfig:
         raise ProjectError(f"drift config {path}: {where}: {first['msg']}") from exc
 
 
+def _time_range(
+    start: datetime | None, end: datetime | None, now: datetime
+) -> tuple[datetime, datetime]:
+    """The window [start, end] of a drift query: `end` defaults to now, `start` to a day
+    before `end`; Invalid (422) naming the field when start is not before end, or when a
+    default start would fall before year 1 (an `end` near datetime.min)."""
+    end = end or now
+    if start is None:
+        try:
+            start = end - DEFAULT_RANGE
+        except OverflowError:
+            raise Invalid(
+                f"end {end.isoformat()} leaves no room for the default range of "
+                f"{DEFAULT_RANGE.days} day before it: give start",
+                field="end",
+            ) from None
+    if start >= end:
+        raise Invalid("start must be before end", field="start")
+    return start, end
+
+
 # ---------------------------------------------------------------------------- the service
 
 
@@ -568,10 +589,7 @@ class DriftService:
         """Drift of a selection's merged windows against the release's reference."""
         if device is not None and group is not None:
             raise Invalid("give device or group, not both", field="group")
-        end = end or now
-        start = start or end - DEFAULT_RANGE
-        if start >= end:
-            raise Invalid("start must be before end", field="start")
+        start, end = _time_range(start, end, now)
         monitored = self.releases(release, target)
         first = monitored[0]
         rows = self._selected(monitored, start, end, device, group)
@@ -619,10 +637,7 @@ class DriftService:
         now: datetime,
     ) -> dict[str, Any]:
         """Per device of the selection: its merged windows' verdicts, one page by device id."""
-        end = end or now
-        start = start or end - DEFAULT_RANGE
-        if start >= end:
-            raise Invalid("start must be before end", field="start")
+        start, end = _time_range(start, end, now)
         monitored = self.releases(release, target)
         first = monitored[0]
         per_device: dict[str, list[WindowRow]] = defaultdict(list)

@@ -16,7 +16,14 @@ For each model in ../shared/fixtures/mlperf-tiny:
   inputs through the AN386 firmware under QEMU, every output byte compared with TFLM;
 - Cortex-M4 instructions per inference, counted with Unicorn on the firmware's invoke
   (DSP path, -O2 and -O3; goal for KWS ≤ 9.0 M), and the latency and energy they imply on
-  the nano33ble (64 MHz, 9.9 mW; cycles ≈ instructions, a lower bound).
+  the nano33ble (64 MHz, 9.9 mW; cycles ≈ instructions, a lower bound);
+- emulated Cortex-M0 (QEMU microbit: nRF51822, 256 KB flash, 16 KB RAM): the models that
+  link for it run the same inputs (plain C path) against TFLM; the others give the
+  linker's reason;
+- feature blocks as C (compile/features.py): per block, the largest error of the default
+  float build against the Python block on seeded random inputs (absolute, and relative to
+  the largest |value| of the sample), whether the double build is bit-exact, and the
+  tables (flash) and static buffers (RAM) of the float build.
 
     python benchmarks/bench_compile.py [--inferences 100] [--json out.json]
 """
@@ -68,8 +75,10 @@ def bench_model(stem: str, inferences: int, workdir: Path) -> dict[str, Any]:
     theirs = np.stack([tflm.invoke_raw([xi.reshape(d.shape)])[0].reshape(-1) for xi in x])
     elf = cross_build(lib, name, workdir, "cortex-m4f") if cross_compiler() else None
     m4 = _emulated_m4(lib, name, workdir, x.reshape(inferences, -1), theirs, compiled)
+    m0 = _emulated_m0(lib, name, workdir, x.reshape(inferences, -1), theirs, compiled)
     return {
         **m4,
+        **m0,
         "model": path.name,
         "tflite_bytes": len(data),
         "tflm_arena_bytes": tflm.arena.total,
@@ -125,6 +134,118 @@ def _emulated_m4(
     }
 
 
+def _emulated_m0(
+    lib: Path, name: str, workdir: Path, x: Any, theirs: Any, compiled: Any
+) -> dict[str, Any]:
+    from tinyops.compile import CompileError
+    from tinyops.compile.emulate import build_firmware, qemu_binary, run_qemu
+    from tinyops.compile.toolchain import cross_compiler
+
+    if not (cross_compiler() and qemu_binary()):
+        return {"m0": None}
+    try:
+        elf = build_firmware(lib, name, workdir / "m0", machine="microbit")
+    except CompileError as exc:
+        reason = next((ln for ln in str(exc).splitlines() if "overflowed" in ln), str(exc))
+        return {"m0": {"fits": False, "reason": reason.split(": ", 1)[-1].strip()}}
+    t0 = time.perf_counter()
+    ours = run_qemu(elf, x, compiled.graph.output.elements, machine="microbit")
+    return {
+        "m0": {
+            "fits": True,
+            "mismatched_bytes": int(np.count_nonzero(ours != theirs)),
+            "qemu_s": time.perf_counter() - t0,
+        }
+    }
+
+
+# One fitted block per case: (name, blocks, sample rate, raw sample shape, kind of data).
+FEATURE_CASES: list[tuple[str, list[dict[str, Any]], int | None, tuple[int, ...], str]] = [
+    ("scale", [{"block": "scale", "mul": 0.0625, "add": -0.5}], None, (8, 8, 1), "pixels16"),
+    ("standardize", [{"block": "standardize"}], None, (10, 4), "normal"),
+    ("minmax", [{"block": "minmax", "axis": "all", "clip": True}], None, (5, 3), "normal"),
+    ("window", [{"block": "window", "length": 64, "stride": 32}], None, (300, 2), "normal"),
+    ("fft_band_power (FFT)", [{"block": "fft_band_power", "bands": 8}], None, (4, 128), "normal"),
+    (
+        "fft_band_power log (DFT)",
+        [
+            {
+                "block": "fft_band_power",
+                "edges_hz": [0, 50, 120, 300, 500],
+                "log": True,
+                "channels_last": True,
+            }
+        ],
+        1000,
+        (100, 3),
+        "normal",
+    ),
+    (
+        "log_mel (DFT, 480)",
+        [{"block": "log_mel", "frame_length": 400, "frame_step": 160, "fft_length": 480}],
+        16000,
+        (4000,),
+        "audio",
+    ),
+    ("log_mel (FFT, 1024)", [{"block": "log_mel"}], 16000, (16000,), "audio"),
+    ("mfcc (FFT, 1024)", [{"block": "mfcc", "num_coefficients": 13}], 16000, (16000,), "audio"),
+    ("image_resize", [{"block": "image_resize", "size": [16, 12]}], None, (30, 40, 3), "pixels"),
+    ("grayscale", [{"block": "grayscale"}], None, (7, 9, 3), "pixels"),
+    (
+        "image_normalize",
+        [{"block": "image_normalize", "mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3]}],
+        None,
+        (6, 5, 3),
+        "pixels",
+    ),
+]
+
+
+def _raw(kind: str, shape: tuple[int, ...], n: int, rng: np.random.Generator) -> Any:
+    if kind == "pixels16":
+        return rng.integers(0, 17, (n, *shape)).astype(np.float32)
+    if kind == "pixels":
+        return rng.integers(0, 256, (n, *shape)).astype(np.float32)
+    if kind == "audio":  # int16-range noise bursts: a wide dynamic range per frame
+        env = np.abs(np.sin(np.linspace(0, 3 * np.pi, shape[0])))
+        return (rng.standard_normal((n, *shape)) * 3000 * env).astype(np.float32)
+    return (rng.standard_normal((n, *shape)) * 5 + 3).astype(np.float32)
+
+
+def bench_features(workdir: Path, samples: int = 32) -> list[dict[str, Any]]:
+    from tinyops.compile.features import build_host_feature_runner, emit_features, run_features
+    from tinyops.features import FeaturePipeline
+
+    rows = []
+    for i, (label, blocks, rate, shape, kind) in enumerate(FEATURE_CASES):
+        rng = np.random.default_rng(i)
+        fitted = FeaturePipeline(blocks, sample_rate=rate).fit(_raw(kind, shape, 64, rng))
+        x = _raw(kind, shape, samples, rng)
+        ref = fitted.transform(x).reshape(samples, -1).astype(np.float64)
+        code = emit_features(fitted, "bench")
+        lib = workdir / f"features_{i}"
+        lib.mkdir()
+        for fname, text in code.files.items():
+            (lib / fname).write_text(text)
+        ours = run_features(build_host_feature_runner(lib, "bench", lib), x, ref.shape[1])
+        exact = run_features(
+            build_host_feature_runner(lib, "bench", lib, double=True), x, ref.shape[1]
+        )
+        err = np.abs(ours.astype(np.float64) - ref)
+        scale = np.maximum(np.abs(ref).max(axis=1, keepdims=True), 1e-30)
+        rows.append(
+            {
+                "block": label,
+                "max_abs_error": float(err.max()),
+                "max_rel_error": float((err / scale).max()),
+                "double_bit_exact": bool(np.array_equal(exact, ref.astype(np.float32))),
+                "const_bytes": code.const_bytes,
+                "buffer_bytes": code.buffer_bytes,
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inferences", type=int, default=100)
@@ -168,9 +289,38 @@ def main() -> None:
             f"| {r['nano33ble_ms_o2']:.1f} ms, {r['nano33ble_uj_o2']:.0f} µJ "
             f"| {r['nano33ble_ms_o3']:.1f} ms, {r['nano33ble_uj_o3']:.0f} µJ |"
         )
+    print()
+    print("| model | emulated Cortex-M0 (QEMU microbit, 256 KB flash, 16 KB RAM) |")
+    print("| --- | --- |")
+    for r in rows:
+        m0 = r["m0"]
+        if m0 is None:
+            text = "n/a (no qemu-system-arm)"
+        elif m0["fits"]:
+            ok = m0["mismatched_bytes"] == 0
+            text = f"{'bit-exact' if ok else 'NO'}, {r['inferences']} inputs, {m0['qemu_s']:.1f} s"
+        else:
+            text = f"does not fit: {m0['reason']}"
+        print(f"| {r['model']} | {text} |")
+    with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
+        features = bench_features(Path(tmp))
+    print()
+    print(
+        "| feature block | float: max abs error | max error / sample max | double build "
+        "| tables | buffers |"
+    )
+    print("| --- | ---: | ---: | --- | ---: | ---: |")
+    for f in features:
+        print(
+            f"| {f['block']} | {f['max_abs_error']:.2g} | {f['max_rel_error']:.2g} "
+            f"| {'bit-exact' if f['double_bit_exact'] else 'not bit-exact'} "
+            f"| {f['const_bytes']:,} B | {f['buffer_bytes']:,} B |"
+        )
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        args.json.write_text(json.dumps({"models": rows, "features": features}, indent=2) + "\n")
     if any(r["mismatched_bytes"] or r["qemu_mismatched_bytes"] for r in rows):
+        sys.exit(1)
+    if any(r["m0"] and r["m0"]["fits"] and r["m0"]["mismatched_bytes"] for r in rows):
         sys.exit(1)
 
 

@@ -148,3 +148,31 @@ def test_the_pipeline_bundle_carries_a_library_that_reproduces_its_golden_vector
     n = int(vectors["count"])
     ours = run_host(exe, inputs.reshape(n, -1), outputs.size // n)
     assert np.array_equal(ours, outputs.reshape(n, -1))
+    # The bundle carries the fitted feature pipeline as C: rebuilt from the manifest's
+    # feature_params, the Python pipeline and the bundled C quantize the raw digits into the
+    # same int8 model input.
+    from sklearn.datasets import load_digits
+
+    from tinyops.compile.features import build_host_feature_runner, run_features
+    from tinyops.features import FeaturePipeline, FittedPipeline
+    from tinyops.optimize.quant import quantize
+
+    assert compiled["features"]["blocks"] == ["scale"]
+    manifest = yaml.safe_load((out / "manifest.json").read_text())
+    fitted = FittedPipeline.from_params(
+        FeaturePipeline(cfg["features"]["blocks"]), manifest["feature_params"]
+    )
+    raw = load_digits().images.astype(np.float32)[:200, :, :, None]
+    features_exe = build_host_feature_runner(flat, name, tmp_path)
+    ours_q = run_features(features_exe, raw, 64, quantized=True)
+    spec = manifest["model"]["input"]
+    theirs_q = quantize(fitted.transform(raw).reshape(200, -1), spec["scale"], spec["zero_point"])
+    assert np.array_equal(ours_q, theirs_q)
+    # `tinyops export --format compiled` writes exactly the verified bundle's compiled/ files.
+    from tinyops.pipeline.runner import export_bundle
+
+    written = export_bundle(tmp_path, None, "compiled", tmp_path / "export")
+    assert written and all(p.is_relative_to(tmp_path / "export" / "compiled") for p in written)
+    for p in written:
+        assert p.read_bytes() == (out / p.relative_to(tmp_path / "export")).read_bytes()
+    assert len(written) == sum(1 for f in (out / "compiled").rglob("*") if f.is_file())

@@ -125,11 +125,22 @@ def test_profile_is_the_training_split_summaries_with_int8_outputs(
     # The model outputs are the int8 deploy model's, run on TFLM.
     tflm = TflmModel(files["model.tflite"])
     probs = tflm.run(x.reshape(len(x), 8, 8, 1))
+    # Devices may send samples (max_samples_per_window 4): the profile carries the
+    # default 1,000 reference rows for the server's KS test, drawn with seed 0.
     expected = build_reference_profile(
-        rows, [f"row_band_{i:02d}" for i in range(8)], probabilities=probs, bins=10
+        rows,
+        [f"row_band_{i:02d}" for i in range(8)],
+        probabilities=probs,
+        bins=10,
+        reference_samples=1000,
+        seed=0,
     )
     assert profile["rows"] == len(x) == expected.rows
+    assert len(profile["samples"]) == min(1000, len(x))
     assert profile == json.loads(json.dumps(expected.to_dict()))
+    assert stages(first_run)["bundle"]["output"]["monitoring"]["reference_samples"] == min(
+        1000, len(x)
+    )
     assert sum(profile["prediction_counts"]) == len(x)
     assert len(profile["prediction_counts"]) == 10
     # int8 softmax outputs are multiples of 1/256: so is every confidence in the profile.

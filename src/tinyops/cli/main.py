@@ -388,10 +388,13 @@ def export(
     bundle: Annotated[
         Path | None, typer.Option(help="bundle file (default: the last run's bundle)")
     ] = None,
-    fmt: Annotated[str, typer.Option("--format", help="arduino | c | tflite | all")] = "all",
+    fmt: Annotated[
+        str, typer.Option("--format", help="arduino | c | compiled | tflite | all")
+    ] = "all",
     dest: Annotated[Path, typer.Option("--out", help="folder to write into")] = Path("export"),
 ) -> None:
-    """Verify a bundle and export its model as an Arduino library, C array or .tflite."""
+    """Verify a bundle and export its model as an Arduino library, C array, compiled C
+    library (compiled/: the model and its features as C, no interpreter) or .tflite."""
     from tinyops.pipeline.runner import export_bundle
 
     written = export_bundle(project_dir, bundle, fmt, dest)

@@ -6,11 +6,14 @@
     plan_memory      greedy-by-size arena offsets, invariants checked (planner.py)
     compile_model    all of the above, printed as C (emit.py)
     write_library    the C files into a folder, atomically (toolchain.py)
+    emit_features    a fitted feature pipeline as C, quantizing into the model input
+                     (features.py)
 
 On emulated and real hardware (imported on demand, they need the cross toolchain, QEMU,
 Unicorn or pyserial):
 
-    emulate          AN386 firmware (firmware/) and batch runs under QEMU
+    emulate          AN386 (Cortex-M4) and micro:bit (Cortex-M0) firmware (firmware/) and
+                     batch runs under QEMU
     icount           Cortex-M4 instructions per inference with Unicorn; latency, energy
     hil              the framed serial protocol to a board running the hil firmware
     layout, report   the library as bundle members; `tinyops profile --compiled`

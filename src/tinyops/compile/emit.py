@@ -30,6 +30,7 @@ from tinyops.compile.lower import (
     ConstArray,
     KernelCall,
     Ref,
+    fusions,
     inplace_kernels,
     lower,
     tensor_array_name,
@@ -53,7 +54,7 @@ FIELD_BYTES = 4
 # the flash estimate adds those of the kernels a model calls, the shared dot-product
 # helpers, and a few instructions per call in the entry point.
 KERNEL_CODE_BYTES = {
-    "tinyops_conv_2d": 1052 + 1202 + 714 + 134,  # + conv_im2col, conv_1x1_pixel, dot4
+    "tinyops_conv_2d": 1140 + 1064 + 714 + 134,  # + conv_im2col_row, conv_1x1_pixel, dot4
     "tinyops_depthwise_conv_2d": 770 + 804,  # + depthwise_row
     "tinyops_fully_connected": 336,
     "tinyops_average_pool_2d": 406,
@@ -64,11 +65,10 @@ KERNEL_CODE_BYTES = {
     # in-place variants: their own loops; they share the kernels' helpers above
     "tinyops_conv_2d_1x1_inplace": 130 + 714 + 134,
     "tinyops_depthwise_conv_2d_inplace": 196 + 804,
+    "tinyops_conv_2d_inplace": 128 + 1064,  # + conv_im2col_row
+    "tinyops_conv_1x1_depthwise": 312 + 714 + 786,  # + conv_1x1_pixel, depthwise_row
 }
-INPLACE_FUNCTIONS = {
-    "CONV_2D": "tinyops_conv_2d_1x1_inplace",
-    "DEPTHWISE_CONV_2D": "tinyops_depthwise_conv_2d_inplace",
-}
+FUSED_FUNCTION = "tinyops_conv_1x1_depthwise"
 # dot_s8, dot2_s8 and requantize_block, shared by the convolutions and FULLY_CONNECTED.
 SHARED_CODE_BYTES = 126 + 182 + 158
 CALL_CODE_BYTES = 12
@@ -108,12 +108,11 @@ class CompiledModel:
     @property
     def code_bytes(self) -> int:
         """Estimated Cortex-M4 code bytes: the kernels used, the entry point's calls."""
-        inplace = self.liveness.inplace
+        kernels, fused = self.liveness.kernels, self.liveness.fused
         used = {
-            INPLACE_FUNCTIONS[c.kind]
-            if c.op_index in inplace and c.kind in INPLACE_FUNCTIONS
-            else c.function
+            FUSED_FUNCTION if c.op_index - 1 in fused else kernels.get(c.op_index) or c.function
             for c in self.calls
+            if c.op_index not in fused
         }
         return (
             SHARED_CODE_BYTES
@@ -176,7 +175,7 @@ def compile_model(tflite_bytes: bytes, name: str, source: str = "<tflite bytes>"
     check_model_name(name)
     graph = read_tflite(tflite_bytes, source)
     calls = tuple(lower(graph))
-    liveness = buffers_of(graph, inplace_kernels(calls))
+    liveness = buffers_of(graph, inplace_kernels(calls), fusions(graph, calls))
     try:
         plan = plan_memory(liveness.buffers)
     except AssertionError as exc:  # an invariant broke: a compiler bug, reported, not hidden
@@ -323,23 +322,39 @@ def _source(
         f"int tinyops_{name}_invoke(const int8_t *in, int8_t *out) {{",
         "  if (in == NULL || out == NULL) return -1;",
     ]
+    by_index = {c.op_index: c for c in calls}
     for c in calls:
+        lines.append(f"  /* {c.op_index}: {c.kind} */")
+        if c.op_index in liveness.fused:
+            lines.append(f"  /* runs in row bands inside operator {c.op_index + 1} */")
+            continue
+        if c.op_index - 1 in liveness.fused:
+            pw = by_index[c.op_index - 1]
+            src = _pointer(graph, liveness, plan, pw.operands[0])
+            dst = _pointer(graph, liveness, plan, c.output)
+            ring = plan.offsets[liveness.fused[pw.op_index]]
+            where = "in place, " if pw.op_index in liveness.fused_inplace else ""
+            lines.append(f"  /* fused with {pw.op_index}; {where}ring at arena + {ring} */")
+            lines.append(
+                f"  {FUSED_FUNCTION}(&op{pw.op_index}, &op{c.op_index}, {src}, {dst},"
+                f" (arena + {ring}));"
+            )
+            continue
         ptrs = [_pointer(graph, liveness, plan, t) for t in c.operands]
         dst = _pointer(graph, liveness, plan, c.output)
-        lines.append(f"  /* {c.op_index}: {c.kind} */")
         if not c.params_type:
             if ptrs[0] == dst:
                 lines.append("  /* aliased: the output is the input's bytes */")
             else:
                 lines.append(f"  {c.function}({_field(c.fields[0][1])}, {ptrs[0]}, {dst});")
             continue
-        if c.op_index in liveness.inplace and c.kind != "ADD":
+        if liveness.kernels.get(c.op_index):
             # The output overwrites the dying input: one buffer, plus the op's scratch.
             if ptrs[0] != dst:
                 raise CompileError(f"operator {c.op_index}: in-place output is not its input")
             scratch = liveness.scratch[c.op_index]
             lines.append(f"  /* in place; scratch at arena + {plan.offsets[scratch]} */")
-            fn = INPLACE_FUNCTIONS[c.kind]
+            fn = liveness.kernels[c.op_index]
             lines.append(f"  {fn}(&op{c.op_index}, {dst}, (arena + {plan.offsets[scratch]}));")
             continue
         if c.op_index in liveness.inplace:

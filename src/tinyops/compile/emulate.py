@@ -14,9 +14,18 @@ firmware in `compile/firmware/` (package data):
 A generated `tinyops_model.h` maps the model's names (`tinyops_<name>_invoke`, sizes) to
 the fixed names the mains use, so the firmware sources never change per model.
 
+Two emulated machines (`MACHINES`), chosen with `machine=`:
+
+    mps2-an386   Cortex-M4 with the DSP extension (the SMLAD path), 4 MB code + 4 MB RAM:
+                 every model fits; the batch and hil apps
+    microbit     the BBC micro:bit's nRF51822: Cortex-M0 (ARMv6-M: Thumb-1, no DSP, no
+                 32x32->64 multiply: the plain C path), 256 KB flash and 16 KB RAM as on
+                 the real part, so a model that does not fit fails to link with the
+                 linker's own message; the batch app only (its UART is not the CMSDK one)
+
 `run_qemu(elf, inputs, output_size)` runs the batch firmware once for a whole batch:
 
-    qemu-system-arm -M mps2-an386 -nographic -semihosting-config enable=on,target=native
+    qemu-system-arm -M <machine> -nographic -semihosting-config enable=on,target=native
                     -kernel fw.elf
 
 in a temporary working folder holding `tinyops_in.bin`; the firmware's exit status is
@@ -32,6 +41,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -42,10 +52,31 @@ from tinyops.compile.errors import CompileError
 from tinyops.compile.toolchain import CROSS_CFLAGS, cross_compiler
 
 App = Literal["batch", "hil"]
-FIRMWARE_FILES = ("tinyops_board.h", "tinyops_board.c", "mps2_an386.ld")
+MachineName = Literal["mps2-an386", "microbit"]
+FIRMWARE_FILES = ("tinyops_board.h", "tinyops_board.c", "mps2_an386.ld", "nrf51_microbit.ld")
 APP_MAIN = {"batch": "main_batch.c", "hil": "main_hil.c"}
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A QEMU machine the firmware runs on: its core flags, memory map and apps."""
+
+    qemu: str
+    cpu_flags: tuple[str, ...]
+    linker_script: str
+    apps: tuple[App, ...]
+
+
+MACHINES: dict[str, Machine] = {
+    "mps2-an386": Machine(
+        "mps2-an386", ("-mcpu=cortex-m4", "-mthumb"), "mps2_an386.ld", ("batch", "hil")
+    ),
+    "microbit": Machine(
+        "microbit", ("-mcpu=cortex-m0", "-mthumb"), "nrf51_microbit.ld", ("batch",)
+    ),
+}
 QEMU_MACHINE = "mps2-an386"
-M4_CPU_FLAGS = ("-mcpu=cortex-m4", "-mthumb")
+M4_CPU_FLAGS = MACHINES["mps2-an386"].cpu_flags
 # Exit statuses of the batch firmware (main_batch.c, tinyops_board.c).
 EXIT_STATUS = {
     2: "cannot open a semihosting file",
@@ -90,14 +121,20 @@ def build_firmware(
     workdir: Path,
     app: App = "batch",
     extra_flags: Sequence[str] = (),
+    machine: MachineName = "mps2-an386",
 ) -> Path:
-    """Link the library in `lib_dir` into AN386 firmware running `app`; returns the ELF."""
+    """Link the library in `lib_dir` into firmware for `machine` running `app`; the ELF.
+
+    A model too big for the machine's flash or RAM fails here, with the linker's message."""
+    m = _machine(machine)
+    if app not in m.apps:
+        raise CompileError(f"machine {machine}: no {app!r} firmware (it has {', '.join(m.apps)})")
     cc = cross_compiler()
     if cc is None:
         raise CompileError(
             "arm-none-eabi-gcc not found: install gcc-arm-none-eabi and libnewlib-arm-none-eabi"
         )
-    fw = Path(workdir) / f"fw_{name}_{app}"
+    fw = Path(workdir) / f"fw_{name}_{app}_{m.qemu}"
     fw.mkdir(parents=True, exist_ok=True)
     for fname, text in firmware_sources().items():
         (fw / fname).write_text(text, encoding="utf-8")
@@ -106,12 +143,12 @@ def build_firmware(
     cmd = [
         cc,
         *CROSS_CFLAGS,
-        *M4_CPU_FLAGS,
+        *m.cpu_flags,
         *extra_flags,
         "-nostartfiles",
         "--specs=nano.specs",
         "--specs=nosys.specs",
-        f"-T{fw / 'mps2_an386.ld'}",
+        f"-T{fw / m.linker_script}",
         "-Wl,--gc-sections",
         f"-I{lib_dir}",
         f"-I{fw}",
@@ -128,15 +165,22 @@ def build_firmware(
     return elf
 
 
-def qemu_command(elf: Path, *serial: str) -> list[str]:
-    """The QEMU command line for the AN386 firmware `elf` (`serial`: extra -serial args)."""
+def _machine(machine: str) -> Machine:
+    if machine not in MACHINES:
+        raise CompileError(f"unknown machine {machine!r}; expected one of {', '.join(MACHINES)}")
+    return MACHINES[machine]
+
+
+def qemu_command(elf: Path, *serial: str, machine: MachineName = "mps2-an386") -> list[str]:
+    """The QEMU command line for the firmware `elf` (`serial`: extra -serial args)."""
+    m = _machine(machine)
     qemu = qemu_binary()
     if qemu is None:
         raise CompileError("qemu-system-arm not found: install qemu-system-arm")
     cmd = [
         qemu,
         "-M",
-        QEMU_MACHINE,
+        m.qemu,
         "-nographic",
         "-monitor",
         "none",
@@ -153,13 +197,17 @@ def qemu_command(elf: Path, *serial: str) -> list[str]:
 
 
 def run_qemu(
-    elf: Path, inputs: NDArray[np.int8], output_size: int, timeout_s: float = 900.0
+    elf: Path,
+    inputs: NDArray[np.int8],
+    output_size: int,
+    timeout_s: float = 900.0,
+    machine: MachineName = "mps2-an386",
 ) -> NDArray[np.int8]:
     """Run the batch firmware on inputs of shape (N, input size); outputs (N, output size)."""
     batch = np.ascontiguousarray(inputs, dtype=np.int8)
     with tempfile.TemporaryDirectory(prefix="tinyops-qemu-") as tmp:
         (Path(tmp) / "tinyops_in.bin").write_bytes(batch.tobytes())
-        cmd = qemu_command(Path(elf).resolve(), "null")
+        cmd = qemu_command(Path(elf).resolve(), "null", machine=machine)
         try:
             proc = subprocess.run(
                 cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout_s, check=False

@@ -16,6 +16,7 @@ tensor or option at fault.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +37,7 @@ from tinyops.compile.ir import (
     SoftmaxOptions,
     Tensor,
 )
-from tinyops.compile.planner import InPlace
+from tinyops.compile.planner import Fusion, InPlace
 
 
 @dataclass(frozen=True)
@@ -596,9 +597,16 @@ def inplace_kernels(calls: list[KernelCall] | tuple[KernelCall, ...]) -> dict[in
 
     - CONV_2D 1x1, stride 1 (no padding): pixel by pixel into out_c bytes of scratch,
       then over the input (tinyops_conv_2d_1x1_inplace);
+    - CONV_2D on the im2col path with the output the input's size and depth (stride 1,
+      dilation 1, SAME): row by row, the rows still needed saved in a ring of pad_h + 1
+      rows (tinyops_conv_2d_inplace);
+    - CONV_2D on the im2col path that writes behind its reads (`_writes_behind_reads`:
+      strided convolutions that shrink the tensor): tinyops_conv_2d itself, out == in;
     - DEPTHWISE_CONV_2D with stride 1, dilation 1, depth multiplier 1 and the output the
-      input's size (SAME): row by row, the rows still needed saved in a ring of
-      pad_h + 1 rows (tinyops_depthwise_conv_2d_inplace);
+      input's size (SAME): as the convolution, with the depthwise row kernel
+      (tinyops_depthwise_conv_2d_inplace);
+    - DEPTHWISE_CONV_2D, depth multiplier 1, that writes behind its reads (stride 2):
+      tinyops_depthwise_conv_2d itself, out == in;
     - ADD: element by element, over either input (tinyops_add reads both before writing).
 
     The planner decides whether each actually runs in place (its input must die there).
@@ -607,13 +615,127 @@ def inplace_kernels(calls: list[KernelCall] | tuple[KernelCall, ...]) -> dict[in
     for c in calls:
         f = dict(c.fields)
         if c.kind == "CONV_2D" and _is_1x1(f):
-            found[c.op_index] = InPlace((0,), _int(f["out_c"]))
-        elif c.kind == "DEPTHWISE_CONV_2D" and _is_same_stride1(f):
+            found[c.op_index] = InPlace((0,), _int(f["out_c"]), "tinyops_conv_2d_1x1_inplace")
+        elif c.kind == "CONV_2D" and _is_im2col(f) and _is_same_stride1(f):
             row = _int(f["in_w"]) * _int(f["in_c"])
-            found[c.op_index] = InPlace((0,), (_int(f["pad_h"]) + 1) * row)
+            found[c.op_index] = InPlace(
+                (0,), (_int(f["pad_h"]) + 1) * row, "tinyops_conv_2d_inplace"
+            )
+        elif c.kind == "CONV_2D" and _is_im2col(f) and _writes_behind_reads(f):
+            found[c.op_index] = InPlace((0,), 0, "")
+        elif c.kind == "DEPTHWISE_CONV_2D" and _is_same_stride1(f) and _int(f["k_h"]) <= DW_MAX_KH:
+            row = _int(f["in_w"]) * _int(f["in_c"])
+            found[c.op_index] = InPlace(
+                (0,), (_int(f["pad_h"]) + 1) * row, "tinyops_depthwise_conv_2d_inplace"
+            )
+        elif (
+            c.kind == "DEPTHWISE_CONV_2D"
+            and _int(f["depth_multiplier"]) == 1
+            and _int(f["k_h"]) <= DW_MAX_KH
+            and _writes_behind_reads(f)
+        ):
+            # Output channel c of pixel P lands on input channel c of pixel P, which the
+            # row kernel reads (for channel block c) before it writes that block.
+            found[c.op_index] = InPlace((0,), 0, "")
         elif c.kind == "ADD":
-            found[c.op_index] = InPlace((0, 1), 0)
+            found[c.op_index] = InPlace((0, 1), 0, "")
     return found
+
+
+def fusions(graph: Graph, calls: list[KernelCall] | tuple[KernelCall, ...]) -> dict[int, Fusion]:
+    """The 1x1 convolution → depthwise convolution pairs worth running in row bands.
+
+    A pair fuses when the depthwise convolution (depth multiplier 1, k_h <= DW_MAX_KH)
+    directly follows a 1x1 stride-1 convolution, is the only reader of its output (not the
+    graph's output), batch 1, and that intermediate tensor is larger than both the pair's
+    input and its output: the layout of MobileNet's expand → stride-2 depthwise, where
+    it is the network's widest point. The ring holds the (k_h - 1) · dil_h + 1 rows of
+    the intermediate that one output row's window reads. Only pairs that can run in
+    place fuse: every output row lands on input rows the 1x1 has already consumed
+    (`_bands_write_behind`); the planner still keeps them apart when the input does not
+    die at the pair.
+    """
+    readers: dict[int, int] = {}
+    for op in graph.operators:
+        for t in op.inputs:
+            if t >= 0:
+                readers[t] = readers.get(t, 0) + 1
+    found: dict[int, Fusion] = {}
+    for pw, dw in itertools.pairwise(calls):
+        if pw.kind != "CONV_2D" or dw.kind != "DEPTHWISE_CONV_2D" or pw.op_index in found:
+            continue
+        f, g = dict(pw.fields), dict(dw.fields)
+        mid = graph.tensor(pw.output)
+        if (
+            not _is_1x1(f)
+            or _int(f["batches"]) != 1
+            or _int(g["depth_multiplier"]) != 1
+            or _int(g["k_h"]) > DW_MAX_KH
+            or dw.operands[0] != pw.output
+            or readers.get(pw.output) != 1
+            or pw.output in graph.outputs
+        ):
+            continue
+        x, z = graph.tensor(pw.operands[0]), graph.tensor(dw.output)
+        if mid.nbytes <= max(x.nbytes, z.nbytes):
+            continue
+        if not _bands_write_behind(f, g):
+            # Not in place, the pair holds its input, the ring and its output at once,
+            # more than the unfused in-place kernels need (STR-WW's widening pairs).
+            continue
+        rows = (_int(g["k_h"]) - 1) * _int(g["dil_h"]) + 1
+        ring = rows * _int(g["in_w"]) * _int(g["in_c"])
+        found[pw.op_index] = Fusion(pw.op_index, ring, True)
+    return found
+
+
+def _bands_write_behind(f: dict[str, Field], g: dict[str, Field]) -> bool:
+    """Output row oy of a fused pair is written after the 1x1 has consumed input rows
+    0 .. need(oy); in place is legal when it lands on those rows only."""
+    in_h, in_row = _int(f["in_h"]), _int(f["in_w"]) * _int(f["in_c"])
+    out_row = _int(g["out_w"]) * _int(g["out_c"])
+    span = (_int(g["k_h"]) - 1) * _int(g["dil_h"])
+    for oy in range(_int(g["out_h"])):
+        need = min(oy * _int(g["stride_h"]) - _int(g["pad_h"]) + span, in_h - 1)
+        if (oy + 1) * out_row > (need + 1) * in_row:
+            return False
+    return True
+
+
+def _is_im2col(f: dict[str, Field]) -> bool:
+    """The convolution takes the kernel's im2col path (tinyops_conv_2d's dispatch)."""
+    return not _is_1x1(f) and _int(f["k_h"]) * _int(f["k_w"]) * _int(f["in_c"]) <= IM2COL_MAX
+
+
+def _writes_behind_reads(f: dict[str, Field]) -> bool:
+    """In place, pixel P (raster order) is computed after bytes [0, P·out_c) were
+    overwritten; legal when every pixel reads only input bytes at or past that point
+    (its own bytes are safe: the im2col patch is copied before the pixel's outputs are
+    written). Batch 1."""
+    if _int(f["batches"]) != 1:
+        return False
+    in_w, in_c, out_c = _int(f["in_w"]), _int(f["in_c"]), _int(f["out_c"])
+    in_h, out_w = _int(f["in_h"]), _int(f["out_w"])
+    for oy in range(_int(f["out_h"])):
+        y0 = oy * _int(f["stride_h"]) - _int(f["pad_h"])
+        iy = _first_valid(y0, _int(f["dil_h"]), _int(f["k_h"]), in_h)
+        for ox in range(out_w):
+            x0 = ox * _int(f["stride_w"]) - _int(f["pad_w"])
+            ix = _first_valid(x0, _int(f["dil_w"]), _int(f["k_w"]), in_w)
+            if iy is None or ix is None:
+                continue  # the window is all padding: no reads
+            if (iy * in_w + ix) * in_c < (oy * out_w + ox) * out_c:
+                return False
+    return True
+
+
+def _first_valid(start: int, dil: int, k: int, size: int) -> int | None:
+    """The first input index start + dil·k' (k' < k) inside [0, size), if any."""
+    for kk in range(k):
+        i = start + dil * kk
+        if 0 <= i < size:
+            return i
+    return None
 
 
 def _int(v: Field) -> int:
@@ -632,5 +754,4 @@ def _is_same_stride1(f: dict[str, Field]) -> bool:
         all(_int(f[k]) == 1 for k in ones)
         and (_int(f["in_h"]), _int(f["in_w"])) == (_int(f["out_h"]), _int(f["out_w"]))
         and _int(f["in_c"]) == _int(f["out_c"])
-        and _int(f["k_h"]) <= DW_MAX_KH
     )

@@ -10,10 +10,14 @@ Two passes, both pure functions over plain data:
    in the arena: the caller passes them to `tinyops_<name>_invoke` (`in`, `out`), and the
    kernels read the input and write the output there directly. A RESHAPE from the input
    straight to the output is the one case that needs a copy (`Liveness.copies`).
-   Operators with an in-place kernel (`InPlace`: 1x1 convolutions, stride-1 depthwise
-   convolutions, ADD) whose input dies at them share that input's buffer with their
-   output (`Liveness.inplace`); their scratch memory is one more buffer, live only
-   during the operator.
+   Operators with an in-place kernel (`InPlace`: 1x1 convolutions, same-size stride-1
+   convolutions and depthwise convolutions, strided convolutions whose output stays
+   behind their reads, ADD) whose input dies at them share that input's buffer with
+   their output (`Liveness.inplace`); their scratch memory is one more buffer, live only
+   during the operator. A fused pair (`Fusion`: a 1x1 convolution and the depthwise
+   convolution that reads its output, run in row bands) has no buffer for the
+   intermediate tensor, only a ring of a few of its rows, live during the pair; its
+   output may share the pair's input buffer.
 2. `plan_memory(buffers)` — offsets, by TFLM's GreedyMemoryPlanner idea: take buffers
    largest first, and place each at the lowest offset (a multiple of the alignment) where
    it overlaps no already-placed buffer whose lifetime overlaps its own. The arena size
@@ -61,10 +65,29 @@ class InPlace:
 
     operands: tuple[int, ...] = (0,)
     scratch: int = 0
+    kernel: str = ""
+    """The in-place function, called (params, buffer, scratch); "" when the operator's own
+    function runs in place with its output pointer equal to the input (ADD, strided
+    convolutions that write behind their reads)."""
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """Operator `first` (a 1x1 convolution) runs inside operator `first + 1` (the depthwise
+    convolution that is the only reader of its output), in row bands: the intermediate
+    tensor is never whole, a ring of `ring` bytes holds the rows the depthwise window
+    needs. `inplace`: the pair's output may be written over the pair's input (checked
+    row by row by the compiler), if that input dies at the pair."""
+
+    first: int
+    ring: int
+    inplace: bool
 
 
 # Buffer ids of scratch areas: SCRATCH_BASE + operator index (tensor ids are far below).
 SCRATCH_BASE = 1 << 24
+# Buffer ids of fused pairs' rings: RING_BASE + the index of the pair's first operator.
+RING_BASE = 2 << 24
 
 
 @dataclass(frozen=True)
@@ -79,6 +102,11 @@ class Liveness:
     # the scratch buffer id of those that need one.
     inplace: frozenset[int] = field(default_factory=frozenset)
     scratch: dict[int, int] = field(default_factory=dict)
+    # The in-place function of each operator in `inplace` ("": its own, with out == in).
+    kernels: dict[int, str] = field(default_factory=dict)
+    # Fused pairs: first operator index → ring buffer id; and the pairs run in place.
+    fused: dict[int, int] = field(default_factory=dict)
+    fused_inplace: frozenset[int] = field(default_factory=frozenset)
 
 
 @dataclass(frozen=True)
@@ -93,11 +121,16 @@ def _align(n: int, alignment: int) -> int:
     return -(-n // alignment) * alignment
 
 
-def buffers_of(graph: Graph, inplace: Mapping[int, InPlace] | None = None) -> Liveness:
+def buffers_of(
+    graph: Graph,
+    inplace: Mapping[int, InPlace] | None = None,
+    fusions: Mapping[int, Fusion] | None = None,
+) -> Liveness:
     """Group activation tensors into buffers (RESHAPE aliases, in-place operators) and
     find their lifetimes. `inplace`: the operators (by index) that have an in-place
     kernel; each runs in place when the input it may overwrite is an arena buffer that
-    no later operator reads and its output is an arena buffer, too."""
+    no later operator reads and its output is an arena buffer, too. `fusions`: fused
+    pairs by first operator (`Fusion`); the caller guarantees the pair's shape rules."""
     src = graph.source
     buffer_of: dict[int, int] = {graph.inputs[0]: INPUT}
     out_tensor = graph.outputs[0]
@@ -133,6 +166,11 @@ def buffers_of(graph: Graph, inplace: Mapping[int, InPlace] | None = None) -> Li
             buffer_of[t] = target
     if out_tensor not in buffer_of:
         raise CompileError(f"{src}: no operator writes the output tensor {out_tensor}")
+    fusions = dict(fusions or {})
+    fused_second = {i + 1: i for i in fusions}
+    for i in fusions:
+        # The intermediate tensor is the ring: live from the 1x1 to the depthwise.
+        buffer_of[graph.operators[i].outputs[0]] = RING_BASE + i
     first: dict[int, int] = {}
     last: dict[int, int] = {}
     for op in graph.operators:
@@ -144,10 +182,34 @@ def buffers_of(graph: Graph, inplace: Mapping[int, InPlace] | None = None) -> Li
             if t >= 0 and not graph.tensor(t).constant:
                 b = buffer_of[t]
                 last[b] = max(last.get(b, op.index), op.index)
+    for i in fusions:
+        # The 1x1 runs inside operator i + 1: its input is read there, too.
+        x_b = buffer_of[graph.operators[i].inputs[0]]
+        last[x_b] = max(last[x_b], i + 1)
     done_inplace: set[int] = set()
+    fused_inplace: set[int] = set()
     for op in graph.operators:
+        if op.index in fused_second:
+            pair = fused_second[op.index]
+            if not fusions[pair].inplace:
+                continue
+            in_b = buffer_of[graph.operators[pair].inputs[0]]
+            out_b = buffer_of[op.outputs[0]]
+            if (
+                in_b not in (INPUT, OUTPUT)
+                and out_b not in (INPUT, OUTPUT)
+                and last[in_b] == op.index
+                and first[out_b] == op.index
+            ):
+                for k, v in buffer_of.items():
+                    if v == out_b:
+                        buffer_of[k] = in_b
+                last[in_b] = last.pop(out_b)
+                del first[out_b]
+                fused_inplace.add(pair)
+            continue
         candidate = (inplace or {}).get(op.index)
-        if candidate is None or len(op.outputs) != 1:
+        if candidate is None or len(op.outputs) != 1 or op.index in fusions:
             continue
         out_b = buffer_of[op.outputs[0]]
         if out_b in (INPUT, OUTPUT) or first[out_b] != op.index:
@@ -176,6 +238,8 @@ def buffers_of(graph: Graph, inplace: Mapping[int, InPlace] | None = None) -> Li
     sizes: dict[int, int] = {}
     for t, b in buffer_of.items():
         sizes[b] = max(sizes.get(b, 0), graph.tensor(t).nbytes)
+    for i, fusion in fusions.items():
+        sizes[RING_BASE + i] = fusion.ring
     buffers = [
         Buffer(b, sizes[b], first[b], last[b]) for b in sorted(first) if b not in (INPUT, OUTPUT)
     ]
@@ -185,7 +249,16 @@ def buffers_of(graph: Graph, inplace: Mapping[int, InPlace] | None = None) -> Li
         if need > 0:
             scratch[i] = SCRATCH_BASE + i
             buffers.append(Buffer(SCRATCH_BASE + i, need, i, i))
-    return Liveness(buffer_of, tuple(buffers), frozenset(copies), frozenset(done_inplace), scratch)
+    return Liveness(
+        buffer_of,
+        tuple(buffers),
+        frozenset(copies),
+        frozenset(done_inplace),
+        scratch,
+        kernels={i: (inplace or {})[i].kernel for i in done_inplace},
+        fused={i: RING_BASE + i for i in fusions},
+        fused_inplace=frozenset(fused_inplace),
+    )
 
 
 def plan_memory(buffers: Sequence[Buffer], alignment: int = ALIGNMENT) -> MemoryPlan:

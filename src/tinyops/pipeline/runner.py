@@ -117,7 +117,7 @@ def export_bundle(project_dir: Path, bundle: Path | None, fmt: str, dest: Path) 
     from tinyops.bundle.keys import load_public_key
     from tinyops.store.atomic import atomic_write_bytes
 
-    formats = {"arduino", "c", "tflite", "all"}
+    formats = {"arduino", "c", "compiled", "tflite", "all"}
     if fmt not in formats:
         raise UsageError(f"--format: unknown format {fmt!r} (expected one of {sorted(formats)})")
     project, root = load_project(project_dir)
@@ -128,9 +128,16 @@ def export_bundle(project_dir: Path, bundle: Path | None, fmt: str, dest: Path) 
     wanted: Callable[[str], bool] = {
         "arduino": lambda n: n.startswith("arduino/"),
         "c": lambda n: n in ("model_data.h", "model_data.cc"),
+        # The model compiled to C (tinyops.compile.layout): sources, CMake, Arduino library.
+        "compiled": lambda n: n.startswith("compiled/"),
         "tflite": lambda n: n == "model.tflite",
         "all": lambda n: True,
     }[fmt]
+    if fmt == "compiled" and not any(wanted(n) for n in verified.files):
+        raise BundleError(
+            f"{bundle}: has no compiled/ library: the compiler refused this model when it was"
+            " bundled (the run record's bundle stage says why under compiled.skipped)"
+        )
     written = []
     for name, blob in sorted(verified.files.items()):
         if wanted(name):

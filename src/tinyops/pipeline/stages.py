@@ -395,9 +395,7 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
             "registered_model": p.tracking.registered_model or p.name,
             # What shapes the monitoring members; drift thresholds and alert rules are the
             # server's business and must not rebuild (and re-sign) a bundle.
-            "monitoring": p.monitoring.model_dump(
-                mode="json", include={"window_s", "bins", "summaries", "sampling"}
-            ),
+            "monitoring": _monitoring_key(p),
         }
 
     def bundle(ctx: StageContext) -> StageOutput:
@@ -454,9 +452,12 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
                 ops=ops,
             )
         )
-        # The model compiled to C (compiled/: sources, CMake, Arduino library); a model the
-        # compiler refuses still bundles for TFLM, the record says why.
-        compiled, compiled_record = compiled_members(blob, source, p.name, p.bundle.version)
+        # The model compiled to C (compiled/: sources, CMake, Arduino library) with the
+        # fitted feature pipeline as C beside it; a model the compiler refuses still
+        # bundles for TFLM, the record says why.
+        compiled, compiled_record = compiled_members(
+            blob, source, p.name, p.bundle.version, features=fs.fitted_pipeline()
+        )
         files.update(compiled)
         registered = p.tracking.registered_model or p.name
         run_id = ctx.inputs["train"]["mlflow_run_id"]
@@ -631,8 +632,16 @@ def _monitoring_members(
         else:  # not probabilities (no softmax or sigmoid): the class distribution only
             outputs["predictions"] = np.argmax(out, axis=1)
             outputs["num_classes"] = out.shape[1]
+    # Reference rows for the server's KS test ship only when devices may send samples
+    # to compare them with; seed 0 keeps the bundle reproducible.
+    keep = mon.sampling.reference_samples if mon.sampling.max_samples_per_window > 0 else 0
     profile = build_reference_profile(
-        summary.summarize(x_train), summary.feature_names, bins=mon.bins, **outputs
+        summary.summarize(x_train),
+        summary.feature_names,
+        bins=mon.bins,
+        reference_samples=keep,
+        seed=0,
+        **outputs,
     )
     accuracy = ctx.inputs["device-validate"].get("accuracy")
     policy = MonitoringPolicy(
@@ -648,8 +657,23 @@ def _monitoring_members(
         "reference_rows": profile.rows,
         "window_s": mon.window_s,
         "max_samples_per_window": mon.sampling.max_samples_per_window,
+        "reference_samples": 0 if profile.samples is None else len(profile.samples),
     }
     return monitoring_files(profile, policy), record
+
+
+def _monitoring_key(project: Project) -> dict[str, Any]:
+    """What of `monitoring:` shapes the bundle's members (its part of the cache key).
+
+    `sampling.reference_samples` only counts when devices may send samples (no reference
+    rows ship otherwise), so projects without sampling keep their cached bundles.
+    """
+    key: dict[str, Any] = project.monitoring.model_dump(
+        mode="json", include={"window_s", "bins", "summaries", "sampling"}
+    )
+    if project.monitoring.sampling.max_samples_per_window == 0:
+        key["sampling"].pop("reference_samples", None)
+    return key
 
 
 def _spec(cls: Any, d: Any) -> Any:

@@ -334,7 +334,25 @@ void tinyops_conv_2d_1x1_inplace(const tinyops_conv_params *p, int8_t *buf, int8
  * the im2col path, so the limit is not a build option. */
 #define TINYOPS_IM2COL_MAX 1024
 
-static void conv_im2col(const tinyops_conv_params *p, const int8_t *in, int8_t *out) {
+/* Input row iy of the current batch: from the ring of saved rows (in-place runs) when
+ * iy <= ring_top, else from the input. */
+typedef struct {
+  const int8_t *in_b;
+  size_t row_bytes;
+  const int8_t *ring;
+  int32_t ring_rows, ring_top;
+} tinyops_rows;
+
+static const int8_t *input_row(const tinyops_rows *r, int32_t iy) {
+  if (r->ring != NULL && iy <= r->ring_top) {
+    return r->ring + (size_t)(iy % r->ring_rows) * r->row_bytes;
+  }
+  return r->in_b + (size_t)iy * r->row_bytes;
+}
+
+/* One output row oy of the im2col convolution, written to dst. */
+static void conv_im2col_row(const tinyops_conv_params *p, const tinyops_rows *rows, int32_t oy,
+                            int8_t *dst) {
   int8_t patch[TINYOPS_IM2COL_MAX];
   const int32_t in_h = p->in_h, in_w = p->in_w, in_c = p->in_c, k_h = p->k_h, k_w = p->k_w;
   const int32_t out_c = p->out_c, in_offset = p->in_offset, out_offset = p->out_offset;
@@ -344,50 +362,88 @@ static void conv_im2col(const tinyops_conv_params *p, const int8_t *in, int8_t *
   const int8_t *filter = p->filter;
   const int32_t *bias = p->bias, *mult = p->mult;
   const int8_t *shift = p->shift;
-  int32_t b, oy, ox, oc, ky, kx, i;
-  for (b = 0; b < p->batches; ++b) {
-    const int8_t *in_b = in + (size_t)b * in_h * in_w * in_c;
-    int8_t *dst = out + (size_t)b * p->out_h * p->out_w * out_c;
-    for (oy = 0; oy < p->out_h; ++oy) {
-      const int32_t y0 = oy * p->stride_h - p->pad_h;
-      for (ox = 0; ox < p->out_w; ++ox) {
-        const int32_t x0 = ox * p->stride_w - p->pad_w;
-        int8_t *q = patch;
-        const int8_t *w = filter;
-        for (ky = 0; ky < k_h; ++ky) {
-          const int32_t iy = y0 + p->dil_h * ky;
-          for (kx = 0; kx < k_w; ++kx, q += in_c) {
-            const int32_t ix = x0 + p->dil_w * kx;
-            if (iy < 0 || iy >= in_h || ix < 0 || ix >= in_w) {
-              for (i = 0; i < in_c; ++i) q[i] = pad_value;
-            } else {
-              memcpy(q, in_b + ((size_t)iy * in_w + ix) * in_c, (size_t)in_c);
-            }
-          }
+  const int32_t y0 = oy * p->stride_h - p->pad_h;
+  int32_t ox, oc, ky, kx, i;
+  for (ox = 0; ox < p->out_w; ++ox) {
+    const int32_t x0 = ox * p->stride_w - p->pad_w;
+    int8_t *q = patch;
+    const int8_t *w = filter;
+    for (ky = 0; ky < k_h; ++ky) {
+      const int32_t iy = y0 + p->dil_h * ky;
+      const int8_t *row = iy < 0 || iy >= in_h ? NULL : input_row(rows, iy);
+      for (kx = 0; kx < k_w; ++kx, q += in_c) {
+        const int32_t ix = x0 + p->dil_w * kx;
+        if (row == NULL || ix < 0 || ix >= in_w) {
+          for (i = 0; i < in_c; ++i) q[i] = pad_value;
+        } else {
+          memcpy(q, row + (size_t)ix * in_c, (size_t)in_c);
         }
-        oc = 0;
-        if (p->interleaved) {
-          for (; oc < out_c; oc += 4, w += 4 * size) {
-            int32_t a[4];
-            int k;
-            for (k = 0; k < 4; ++k) a[k] = bias ? bias[oc + k] : 0;
-            dot4_interleaved(patch, w, size, a);
-            requantize_block(p, a, oc, 4, dst + oc);
-          }
-        }
-        for (; oc + 1 < out_c; oc += 2, w += 2 * size) {
-          int32_t a0 = bias ? bias[oc] : 0;
-          int32_t a1 = bias ? bias[oc + 1] : 0;
-          dot2_s8(patch, w, w + size, size, in_offset, &a0, &a1);
-          dst[oc] = requantize(a0, mult[oc], shift[oc], out_offset, lo, hi);
-          dst[oc + 1] = requantize(a1, mult[oc + 1], shift[oc + 1], out_offset, lo, hi);
-        }
-        if (oc < out_c) {
-          const int32_t a = dot_s8(patch, w, size, in_offset, bias ? bias[oc] : 0);
-          dst[oc] = requantize(a, mult[oc], shift[oc], out_offset, lo, hi);
-        }
-        dst += out_c;
       }
+    }
+    /* The whole patch is copied before any output of this pixel is written, so an
+     * in-place caller may overwrite input bytes this pixel read. */
+    oc = 0;
+    if (p->interleaved) {
+      for (; oc < out_c; oc += 4, w += 4 * size) {
+        int32_t a[4];
+        int k;
+        for (k = 0; k < 4; ++k) a[k] = bias ? bias[oc + k] : 0;
+        dot4_interleaved(patch, w, size, a);
+        requantize_block(p, a, oc, 4, dst + oc);
+      }
+    }
+    for (; oc + 1 < out_c; oc += 2, w += 2 * size) {
+      int32_t a0 = bias ? bias[oc] : 0;
+      int32_t a1 = bias ? bias[oc + 1] : 0;
+      dot2_s8(patch, w, w + size, size, in_offset, &a0, &a1);
+      dst[oc] = requantize(a0, mult[oc], shift[oc], out_offset, lo, hi);
+      dst[oc + 1] = requantize(a1, mult[oc + 1], shift[oc + 1], out_offset, lo, hi);
+    }
+    if (oc < out_c) {
+      const int32_t a = dot_s8(patch, w, size, in_offset, bias ? bias[oc] : 0);
+      dst[oc] = requantize(a, mult[oc], shift[oc], out_offset, lo, hi);
+    }
+    dst += out_c;
+  }
+}
+
+static void conv_im2col(const tinyops_conv_params *p, const int8_t *in, int8_t *out) {
+  const size_t in_size = (size_t)p->in_h * p->in_w * p->in_c;
+  const size_t out_row = (size_t)p->out_w * p->out_c;
+  int32_t b, oy;
+  for (b = 0; b < p->batches; ++b) {
+    tinyops_rows rows;
+    rows.in_b = in + (size_t)b * in_size;
+    rows.row_bytes = (size_t)p->in_w * p->in_c;
+    rows.ring = NULL;
+    rows.ring_rows = 0;
+    rows.ring_top = -1;
+    for (oy = 0; oy < p->out_h; ++oy) {
+      conv_im2col_row(p, &rows, oy, out + ((size_t)b * p->out_h + oy) * out_row);
+    }
+  }
+}
+
+/* In place, the output the input's size and depth (stride 1, dilation 1, SAME): output row
+ * oy is written over input row oy, which rows oy + 1 .. oy + pad_h still read; so input row
+ * oy is saved in a ring of pad_h + 1 rows (`scratch`) first, and rows at or above oy are
+ * read from the ring, rows below from the buffer (not overwritten yet), as the in-place
+ * depthwise kernel does. Only for convolutions on the im2col path. */
+void tinyops_conv_2d_inplace(const tinyops_conv_params *p, int8_t *buf, int8_t *scratch) {
+  const size_t row_bytes = (size_t)p->in_w * p->in_c;
+  int32_t b, oy;
+  for (b = 0; b < p->batches; ++b) {
+    tinyops_rows rows;
+    int8_t *buf_b = buf + (size_t)b * p->in_h * row_bytes;
+    rows.in_b = buf_b;
+    rows.row_bytes = row_bytes;
+    rows.ring = scratch;
+    rows.ring_rows = p->pad_h + 1;
+    for (oy = 0; oy < p->out_h; ++oy) {
+      memcpy(scratch + (size_t)(oy % rows.ring_rows) * row_bytes, buf_b + (size_t)oy * row_bytes,
+             row_bytes);
+      rows.ring_top = oy;
+      conv_im2col_row(p, &rows, oy, buf_b + (size_t)oy * row_bytes);
     }
   }
 }
@@ -584,6 +640,38 @@ void tinyops_depthwise_conv_2d_inplace(const tinyops_conv_params *p, int8_t *buf
       }
       depthwise_row(p, rows, buf_b + (size_t)oy * row_bytes);
     }
+  }
+}
+
+/* A 1x1 convolution (stride 1, no padding) and the depthwise convolution (multiplier 1)
+ * that is the only reader of its output, in row bands: the 1x1's output rows are computed
+ * when the depthwise window first needs them, into a ring of (k_h - 1) * dil_h + 1 rows
+ * (`ring`), so the intermediate tensor is never whole. `in` and `out` may be the same
+ * buffer when every output row lands on input rows the 1x1 has already consumed (the
+ * compiler checks this row by row before it emits such a call). Batch 1. */
+void tinyops_conv_1x1_depthwise(const tinyops_conv_params *pw, const tinyops_conv_params *dw,
+                                const int8_t *in, int8_t *out, int8_t *ring) {
+  const int8_t *rows[TINYOPS_DW_MAX_KH];
+  const size_t ring_row = (size_t)dw->in_w * dw->in_c, in_row = (size_t)pw->in_w * pw->in_c;
+  const size_t out_row = (size_t)dw->out_w * dw->out_c;
+  const int32_t ring_rows = (dw->k_h - 1) * dw->dil_h + 1;
+  int32_t next = 0, oy, ky, x;
+  for (oy = 0; oy < dw->out_h; ++oy) {
+    const int32_t y0 = oy * dw->stride_h - dw->pad_h;
+    int32_t need = y0 + (dw->k_h - 1) * dw->dil_h;
+    if (need >= dw->in_h) need = dw->in_h - 1;
+    for (; next <= need; ++next) {
+      const int8_t *src = in + (size_t)next * in_row;
+      int8_t *dst = ring + (size_t)(next % ring_rows) * ring_row;
+      for (x = 0; x < pw->in_w; ++x) {
+        conv_1x1_pixel(pw, src + (size_t)x * pw->in_c, dst + (size_t)x * pw->out_c);
+      }
+    }
+    for (ky = 0; ky < dw->k_h; ++ky) {
+      const int32_t iy = y0 + dw->dil_h * ky;
+      rows[ky] = iy < 0 || iy >= dw->in_h ? NULL : ring + (size_t)(iy % ring_rows) * ring_row;
+    }
+    depthwise_row(dw, rows, out + (size_t)oy * out_row);
   }
 }
 

@@ -20,7 +20,7 @@
 extern "C" {
 #endif
 
-#define TINYOPS_KERNELS_VERSION 2
+#define TINYOPS_KERNELS_VERSION 3
 
 typedef struct {
   int32_t batches, in_h, in_w, in_c, out_h, out_w, out_c;
@@ -76,6 +76,17 @@ void tinyops_depthwise_conv_2d(const tinyops_conv_params *p, const int8_t *in, i
 void tinyops_conv_2d_1x1_inplace(const tinyops_conv_params *p, int8_t *buf, int8_t *scratch);
 void tinyops_depthwise_conv_2d_inplace(const tinyops_conv_params *p, int8_t *buf,
                                        int8_t *scratch);
+/* A CONV_2D on the im2col path with the output the input's size and depth (stride 1,
+ * dilation 1, SAME), in place: scratch holds (pad_h + 1) * in_w * in_c bytes. (A strided
+ * im2col convolution runs in place through tinyops_conv_2d itself, in == out, when no
+ * output pixel lands on input bytes a later pixel reads: each pixel's patch is copied
+ * before its outputs are written.) */
+void tinyops_conv_2d_inplace(const tinyops_conv_params *p, int8_t *buf, int8_t *scratch);
+/* A 1x1 CONV_2D fused with the DEPTHWISE_CONV_2D that reads its output, in row bands:
+ * ring holds ((k_h - 1) * dil_h + 1) rows of the 1x1's output; in == out is allowed when
+ * the compiler found it legal. */
+void tinyops_conv_1x1_depthwise(const tinyops_conv_params *pw, const tinyops_conv_params *dw,
+                                const int8_t *in, int8_t *out, int8_t *ring);
 void tinyops_fully_connected(const tinyops_fc_params *p, const int8_t *in, int8_t *out);
 void tinyops_average_pool_2d(const tinyops_pool_params *p, const int8_t *in, int8_t *out);
 void tinyops_max_pool_2d(const tinyops_pool_params *p, const int8_t *in, int8_t *out);

@@ -268,7 +268,7 @@ def main() -> None:
         print(
             f"| {r['model']} | {r['tflm_arena_bytes']:,} | {r['ram_bytes']:,} "
             f"({r['arena_bytes']:,} + {r['ram_bytes'] - r['arena_bytes']:,}) "
-            f"| {100 * r['ram_vs_tflm']:.0f}% | {flash} | {r['tflite_bytes']:,} "
+            f"| {100 * r['ram_vs_tflm']:.1f}% | {flash} | {r['tflite_bytes']:,} "
             f"| {exact}, {r['inferences']} inputs | {r['compile_s']:.2f} s "
             f"| {r['host_ms_per_inference']:.2f} ms |"
         )

@@ -40,9 +40,8 @@ MODELS = [
 ]
 INPUTS = 100
 # Cortex-M4 instructions per KWS inference, DSP path: the goal is 9.0 M. Measured
-# 8.65 M with -O3 (goal met) and 9.41 M with -O2 (the default build; a regression bound).
-KWS_GOAL_O3 = 9_000_000
-KWS_BOUND_O2 = 9_600_000
+# 8.79 M with -O2 (the default build) and 8.78 M with -O3: both must meet it.
+KWS_GOAL = 9_000_000
 
 
 def require_qemu() -> None:
@@ -154,11 +153,11 @@ def test_kws_instructions_per_inference(
     # The counted run computed the same bytes as QEMU and TFLM; counting is deterministic.
     assert np.array_equal(run.outputs, b.tflm[:3])
     assert again.instructions[0] == run.instructions[0]
-    assert all(5_000_000 < n < KWS_BOUND_O2 for n in run.instructions)
+    assert all(5_000_000 < n <= KWS_GOAL for n in run.instructions), run.instructions
     o3 = build_firmware(b.lib, b.compiled.name, tmp_path, extra_flags=["-O3"])
     fast = count_instructions(o3, b.compiled.name, b.inputs[:3], out_size)
     assert np.array_equal(fast.outputs, b.tflm[:3])
-    assert all(n <= KWS_GOAL_O3 for n in fast.instructions), fast.instructions
+    assert all(n <= KWS_GOAL for n in fast.instructions), fast.instructions
     est = estimate_for_board(run.instructions[0], "nano33ble")
     assert est.latency_ms == pytest.approx(1000 * run.instructions[0] / 64_000_000)
     assert est.energy_uj == pytest.approx(est.latency_ms * 9.9)

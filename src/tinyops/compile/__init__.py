@@ -2,6 +2,7 @@
 
     read_tflite      .tflite bytes → ir.Graph (reader.py)
     lower            ir.Graph → one kernel call per operator (lower.py, quant.py)
+    schedule         an execution order with a smaller plan (schedule.py)
     buffers_of       liveness of activation buffers, RESHAPE aliases (planner.py)
     plan_memory      greedy-by-size arena offsets, invariants checked (planner.py)
     compile_model    all of the above, printed as C (emit.py)

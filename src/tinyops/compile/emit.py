@@ -30,6 +30,7 @@ from tinyops.compile.lower import (
     ConstArray,
     KernelCall,
     Ref,
+    block_input_first,
     fusions,
     inplace_kernels,
     lower,
@@ -44,6 +45,7 @@ from tinyops.compile.planner import (
     plan_memory,
 )
 from tinyops.compile.reader import read_tflite
+from tinyops.compile.schedule import schedule
 
 KERNEL_FILES = ("tinyops_kernels.h", "tinyops_kernels.c")
 VALUES_PER_LINE = 20
@@ -54,23 +56,26 @@ FIELD_BYTES = 4
 # the flash estimate adds those of the kernels a model calls, the shared dot-product
 # helpers, and a few instructions per call in the entry point.
 KERNEL_CODE_BYTES = {
-    "tinyops_conv_2d": 1140 + 1064 + 714 + 134,  # + conv_im2col_row, conv_1x1_pixel, dot4
-    "tinyops_depthwise_conv_2d": 770 + 804,  # + depthwise_row
-    "tinyops_fully_connected": 336,
-    "tinyops_average_pool_2d": 406,
+    "tinyops_conv_2d": 1140 + 1100 + 704 + 136,  # + conv_im2col_row, conv_1x1_pixel, dot4
+    "tinyops_depthwise_conv_2d": 748 + 788,  # + depthwise_row
+    "tinyops_fully_connected": 300,
+    "tinyops_average_pool_2d": 408,
     "tinyops_max_pool_2d": 356,
-    "tinyops_add": 456,
-    "tinyops_softmax": 992 + 408 + 28,
+    "tinyops_add": 24 + 420,  # + add_range
+    "tinyops_softmax": 992 + 408,  # + exp_on_negative_values
     "tinyops_copy": 20,
     # in-place variants: their own loops; they share the kernels' helpers above
-    "tinyops_conv_2d_1x1_inplace": 130 + 714 + 134,
-    "tinyops_depthwise_conv_2d_inplace": 196 + 804,
-    "tinyops_conv_2d_inplace": 128 + 1064,  # + conv_im2col_row
-    "tinyops_conv_1x1_depthwise": 312 + 714 + 786,  # + conv_1x1_pixel, depthwise_row
+    "tinyops_conv_2d_1x1_inplace": 132 + 704 + 136,
+    "tinyops_depthwise_conv_2d_inplace": 196 + 788,
+    "tinyops_conv_2d_inplace": 128 + 1100,  # + conv_im2col_row
+    "tinyops_conv_1x1_depthwise": 312 + 704 + 788,  # + conv_1x1_pixel, depthwise_row
+    "tinyops_conv_conv_add": 280 + 1100 + 420,  # + conv_im2col_row, add_range
 }
-FUSED_FUNCTION = "tinyops_conv_1x1_depthwise"
-# dot_s8, dot2_s8 and requantize_block, shared by the convolutions and FULLY_CONNECTED.
-SHARED_CODE_BYTES = 126 + 182 + 158
+# The function that runs a fused group, by its number of operators.
+FUSED_FUNCTIONS = {2: "tinyops_conv_1x1_depthwise", 3: "tinyops_conv_conv_add"}
+# dot_s8, dot2_s8, requantize_block and the multiplier-above-one path, shared by the
+# convolutions and FULLY_CONNECTED.
+SHARED_CODE_BYTES = 128 + 184 + 416 + 24
 CALL_CODE_BYTES = 12
 
 _NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,40}")
@@ -87,6 +92,8 @@ class CompiledModel:
     plan: MemoryPlan
     files: dict[str, str]
     const_bytes: int
+    # The model's operator index of each execution position (schedule.py may reorder).
+    order: tuple[int, ...] = ()
 
     @property
     def arena_bytes(self) -> int:
@@ -108,12 +115,12 @@ class CompiledModel:
     @property
     def code_bytes(self) -> int:
         """Estimated Cortex-M4 code bytes: the kernels used, the entry point's calls."""
-        kernels, fused = self.liveness.kernels, self.liveness.fused
+        kernels, groups = self.liveness.kernels, self.liveness.fused_ops
+        inner = {i + k for i, n in groups.items() for k in range(n)}
         used = {
-            FUSED_FUNCTION if c.op_index - 1 in fused else kernels.get(c.op_index) or c.function
-            for c in self.calls
-            if c.op_index not in fused
+            kernels.get(c.op_index) or c.function for c in self.calls if c.op_index not in inner
         }
+        used |= {FUSED_FUNCTIONS[n] for n in groups.values()}
         return (
             SHARED_CODE_BYTES
             + sum(KERNEL_CODE_BYTES[f] for f in used)
@@ -175,6 +182,10 @@ def compile_model(tflite_bytes: bytes, name: str, source: str = "<tflite bytes>"
     check_model_name(name)
     graph = read_tflite(tflite_bytes, source)
     calls = tuple(lower(graph))
+    try:
+        graph, calls, order = schedule(graph, calls)
+    except AssertionError as exc:
+        raise CompileError(f"{source}: memory plan invariant broken: {exc}") from exc
     liveness = buffers_of(graph, inplace_kernels(calls), fusions(graph, calls))
     try:
         plan = plan_memory(liveness.buffers)
@@ -186,10 +197,10 @@ def compile_model(tflite_bytes: bytes, name: str, source: str = "<tflite bytes>"
     )
     files = {
         f"tinyops_{name}.h": _header(name, graph, plan),
-        f"tinyops_{name}.c": _source(name, graph, calls, arrays, liveness, plan),
+        f"tinyops_{name}.c": _source(name, graph, calls, arrays, liveness, plan, order),
         **kernel_sources(),
     }
-    return CompiledModel(name, graph, calls, liveness, plan, files, const_bytes)
+    return CompiledModel(name, graph, calls, liveness, plan, files, const_bytes, order)
 
 
 def _unique_arrays(calls: tuple[KernelCall, ...]) -> list[ConstArray]:
@@ -283,6 +294,7 @@ def _source(
     arrays: list[ConstArray],
     liveness: Liveness,
     plan: MemoryPlan,
+    order: tuple[int, ...],
 ) -> str:
     lines = [
         f"/* Generated by tinyops from {_c_comment(graph.source)}. Do not edit.",
@@ -323,21 +335,30 @@ def _source(
         "  if (in == NULL || out == NULL) return -1;",
     ]
     by_index = {c.op_index: c for c in calls}
+    group_of = {i + k: i for i, n in liveness.fused_ops.items() for k in range(n)}
     for c in calls:
-        lines.append(f"  /* {c.op_index}: {c.kind} */")
-        if c.op_index in liveness.fused:
-            lines.append(f"  /* runs in row bands inside operator {c.op_index + 1} */")
-            continue
-        if c.op_index - 1 in liveness.fused:
-            pw = by_index[c.op_index - 1]
-            src = _pointer(graph, liveness, plan, pw.operands[0])
+        moved = (
+            f" (operator {order[c.op_index]} in the model)"
+            if order[c.op_index] != c.op_index
+            else ""
+        )
+        lines.append(f"  /* {c.op_index}: {c.kind}{moved} */")
+        head = group_of.get(c.op_index)
+        if head is not None:
+            n = liveness.fused_ops[head]
+            if c.op_index < head + n - 1:
+                lines.append(f"  /* runs in row bands inside operator {head + n - 1} */")
+                continue
+            first = by_index[head]
+            src = _pointer(graph, liveness, plan, first.operands[0])
             dst = _pointer(graph, liveness, plan, c.output)
-            ring = plan.offsets[liveness.fused[pw.op_index]]
-            where = "in place, " if pw.op_index in liveness.fused_inplace else ""
-            lines.append(f"  /* fused with {pw.op_index}; {where}ring at arena + {ring} */")
+            ring = plan.offsets[liveness.fused[head]]
+            where = "in place, " if head in liveness.fused_inplace else ""
+            members = ", ".join(f"&op{head + k}" for k in range(n))
+            extra = f", {int(block_input_first(first, c))}" if n == 3 else ""
+            lines.append(f"  /* fused with {head}; {where}ring at arena + {ring} */")
             lines.append(
-                f"  {FUSED_FUNCTION}(&op{pw.op_index}, &op{c.op_index}, {src}, {dst},"
-                f" (arena + {ring}));"
+                f"  {FUSED_FUNCTIONS[n]}({members}, {src}, {dst}, (arena + {ring}){extra});"
             )
             continue
         ptrs = [_pointer(graph, liveness, plan, t) for t in c.operands]

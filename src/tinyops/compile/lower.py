@@ -686,7 +686,74 @@ def fusions(graph: Graph, calls: list[KernelCall] | tuple[KernelCall, ...]) -> d
         rows = (_int(g["k_h"]) - 1) * _int(g["dil_h"]) + 1
         ring = rows * _int(g["in_w"]) * _int(g["in_c"])
         found[pw.op_index] = Fusion(pw.op_index, ring, True)
+    taken = {i + k for i, f in found.items() for k in range(f.ops)}
+    for c1, c2, add in zip(calls, calls[1:], calls[2:], strict=False):
+        if {c1.op_index, c2.op_index, add.op_index} & taken:
+            continue
+        block = _residual_block(graph, readers, c1, c2, add)
+        if block is not None:
+            found[c1.op_index] = block
+            taken |= {c1.op_index, c2.op_index, add.op_index}
     return found
+
+
+def _residual_block(
+    graph: Graph, readers: dict[int, int], c1: KernelCall, c2: KernelCall, add: KernelCall
+) -> Fusion | None:
+    """conv → conv → ADD(block input, second conv's output) as one row-band group, when
+    both convolutions take the im2col path (batch 1), each intermediate tensor has one
+    reader and is not the graph's output, and the block's output rows land only on input
+    rows no later row of the first convolution reads (`_block_writes_behind`). Scratch:
+    the second convolution's window of the first's output rows, plus one output row."""
+    if (c1.kind, c2.kind, add.kind) != ("CONV_2D", "CONV_2D", "ADD"):
+        return None
+    f, g = dict(c1.fields), dict(c2.fields)
+    x = c1.operands[0]
+    if (
+        not (_is_im2col(f) and _is_im2col(g))
+        or _int(f["batches"]) != 1
+        or c2.operands[0] != c1.output
+        or sorted(add.operands) != sorted((x, c2.output))
+        or x == c2.output
+        or any(readers.get(t) != 1 for t in (c1.output, c2.output))
+        or any(t in graph.outputs for t in (c1.output, c2.output))
+        or graph.tensor(x).constant
+    ):
+        return None
+    ring_row = _int(f["out_w"]) * _int(f["out_c"])
+    rows = (_int(g["k_h"]) - 1) * _int(g["dil_h"]) + 1
+    ring = rows * ring_row + _int(g["out_w"]) * _int(g["out_c"])
+    if ring >= graph.tensor(c1.output).nbytes or not _block_writes_behind(f, g):
+        return None
+    return Fusion(c1.op_index, ring, True, ops=3)
+
+
+def block_input_first(c1: KernelCall, add: KernelCall) -> bool:
+    """The block input is the residual ADD's first operand (else its second)."""
+    return add.operands[0] == c1.operands[0]
+
+
+def _block_writes_behind(f: dict[str, Field], g: dict[str, Field]) -> bool:
+    """In a residual block run in row bands, output row oy is written once the first
+    convolution has computed its rows 0 .. need(oy); in place is legal when no later row
+    of the first convolution reads input bytes that row overwrote (the ADD reads input
+    row oy itself, element by element, before writing it)."""
+    in_h, in_w, in_c = _int(f["in_h"]), _int(f["in_w"]), _int(f["in_c"])
+    out_row = _int(g["out_w"]) * _int(g["out_c"])
+    span = (_int(g["k_h"]) - 1) * _int(g["dil_h"])
+    mid_h = _int(f["out_h"])
+    if out_row != in_w * in_c:
+        return False
+    for oy in range(_int(g["out_h"])):
+        need = min(oy * _int(g["stride_h"]) - _int(g["pad_h"]) + span, mid_h - 1)
+        nxt = need + 1
+        if nxt >= mid_h:
+            continue  # the first convolution is done: nothing reads the input any more
+        start = nxt * _int(f["stride_h"]) - _int(f["pad_h"])
+        iy = _first_valid(start, _int(f["dil_h"]), _int(f["k_h"]), in_h)
+        if iy is not None and iy * in_w * in_c < (oy + 1) * out_row:
+            return False
+    return True
 
 
 def _bands_write_behind(f: dict[str, Field], g: dict[str, Field]) -> bool:

@@ -17,11 +17,15 @@ Two passes, both pure functions over plain data:
    during the operator. A fused pair (`Fusion`: a 1x1 convolution and the depthwise
    convolution that reads its output, run in row bands) has no buffer for the
    intermediate tensor, only a ring of a few of its rows, live during the pair; its
-   output may share the pair's input buffer.
+   output may share the pair's input buffer. A fused residual block (conv → conv → ADD
+   of the block input, `Fusion.ops == 3`) is the same with two intermediates in one ring.
+   A shared buffer's size may step down over its life (`Buffer.steps`): at each operator
+   it needs only its largest tensor live there, so the tail an in-place operator no
+   longer needs is free for later buffers.
 2. `plan_memory(buffers)` — offsets, by TFLM's GreedyMemoryPlanner idea: take buffers
    largest first, and place each at the lowest offset (a multiple of the alignment) where
-   it overlaps no already-placed buffer whose lifetime overlaps its own. The arena size
-   is the highest end.
+   it overlaps no already-placed buffer whose lifetime overlaps its own (piece by piece
+   for buffers with size steps). The arena size is the highest end.
 
 `check_plan` states the invariants and is run after planning (and by the property
 tests): every buffer is placed once, aligned, inside the arena, and no two buffers whose
@@ -44,15 +48,36 @@ OUTPUT = -2
 
 @dataclass(frozen=True)
 class Buffer:
-    """`size` bytes needed from operator `first` to operator `last`, both inclusive."""
+    """`size` bytes needed from operator `first` to operator `last`, both inclusive.
+
+    `steps`, when not empty, says the buffer needs fewer bytes at some operators: from
+    operator `op` on (until the next step) only the first `bytes` of it are live. A merged
+    in-place buffer is as large as its largest tensor only while that tensor lives (an
+    input a strided convolution shrinks over frees its tail once it is consumed). `size`
+    is the largest of them; the bytes are always a prefix, so the buffer keeps one offset.
+    """
 
     id: int
     size: int
     first: int
     last: int
+    steps: tuple[tuple[int, int], ...] = ()
 
     def lifetime_overlaps(self, other: Buffer) -> bool:
         return self.first <= other.last and other.first <= self.last
+
+    def pieces(self) -> list[tuple[int, int, int]]:
+        """(bytes, first, last) segments of constant size covering the lifetime."""
+        if not self.steps:
+            return [(self.size, self.first, self.last)]
+        out = []
+        for k, (op, n) in enumerate(self.steps):
+            end = self.steps[k + 1][0] - 1 if k + 1 < len(self.steps) else self.last
+            out.append((n, op, end))
+        return out
+
+    def size_at(self, op: int) -> int:
+        return max((n for n, a, b in self.pieces() if a <= op <= b), default=0)
 
 
 @dataclass(frozen=True)
@@ -73,15 +98,26 @@ class InPlace:
 
 @dataclass(frozen=True)
 class Fusion:
-    """Operator `first` (a 1x1 convolution) runs inside operator `first + 1` (the depthwise
-    convolution that is the only reader of its output), in row bands: the intermediate
-    tensor is never whole, a ring of `ring` bytes holds the rows the depthwise window
-    needs. `inplace`: the pair's output may be written over the pair's input (checked
-    row by row by the compiler), if that input dies at the pair."""
+    """Operators `first` .. `first + ops - 1` run as one, in row bands, inside the last:
+
+    - ops 2: a 1x1 convolution and the depthwise convolution that is the only reader of
+      its output;
+    - ops 3: a residual block, convolution → convolution → ADD of the block input (the
+      first's input) and the second's output; the ADD reads nothing else.
+
+    The intermediate tensors are never whole: `ring` bytes hold the rows the next window
+    needs (and, for a block, one row of the second convolution's output). `inplace`: the
+    group's output may be written over the group's input (checked row by row by the
+    compiler), if that input dies at the group."""
 
     first: int
     ring: int
     inplace: bool
+    ops: int = 2
+
+    @property
+    def last(self) -> int:
+        return self.first + self.ops - 1
 
 
 # Buffer ids of scratch areas: SCRATCH_BASE + operator index (tensor ids are far below).
@@ -104,9 +140,11 @@ class Liveness:
     scratch: dict[int, int] = field(default_factory=dict)
     # The in-place function of each operator in `inplace` ("": its own, with out == in).
     kernels: dict[int, str] = field(default_factory=dict)
-    # Fused pairs: first operator index → ring buffer id; and the pairs run in place.
+    # Fused groups: first operator index → ring buffer id; the groups run in place; and
+    # each group's number of operators (2: 1x1 → depthwise, 3: conv → conv → ADD).
     fused: dict[int, int] = field(default_factory=dict)
     fused_inplace: frozenset[int] = field(default_factory=frozenset)
+    fused_ops: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -167,10 +205,13 @@ def buffers_of(
     if out_tensor not in buffer_of:
         raise CompileError(f"{src}: no operator writes the output tensor {out_tensor}")
     fusions = dict(fusions or {})
-    fused_second = {i + 1: i for i in fusions}
-    for i in fusions:
-        # The intermediate tensor is the ring: live from the 1x1 to the depthwise.
-        buffer_of[graph.operators[i].outputs[0]] = RING_BASE + i
+    fused_second = {f.last: i for i, f in fusions.items()}
+    fused_inner = {i + k for i, f in fusions.items() for k in range(f.ops - 1)}
+    for i, f in fusions.items():
+        # The intermediate tensors are the ring: live from the group's first operator to
+        # its last.
+        for k in range(f.ops - 1):
+            buffer_of[graph.operators[i + k].outputs[0]] = RING_BASE + i
     first: dict[int, int] = {}
     last: dict[int, int] = {}
     for op in graph.operators:
@@ -182,13 +223,27 @@ def buffers_of(
             if t >= 0 and not graph.tensor(t).constant:
                 b = buffer_of[t]
                 last[b] = max(last.get(b, op.index), op.index)
-    for i in fusions:
-        # The 1x1 runs inside operator i + 1: its input is read there, too.
-        x_b = buffer_of[graph.operators[i].inputs[0]]
-        last[x_b] = max(last[x_b], i + 1)
+    # Tensor lifetimes (for the buffers' size steps): writer to last reader.
+    t_first: dict[int, int] = {}
+    t_last: dict[int, int] = {}
+    for op in graph.operators:
+        for t in op.outputs:
+            t_first.setdefault(t, op.index)
+            t_last[t] = max(t_last.get(t, op.index), op.index)
+        for t in op.inputs:
+            if t >= 0 and not graph.tensor(t).constant:
+                t_last[t] = max(t_last.get(t, op.index), op.index)
+    for i, f in fusions.items():
+        # The group runs inside its last operator: its input is read there, too.
+        x_t = graph.operators[i].inputs[0]
+        x_b = buffer_of[x_t]
+        last[x_b] = max(last[x_b], f.last)
+        t_last[x_t] = max(t_last[x_t], f.last)
     done_inplace: set[int] = set()
     fused_inplace: set[int] = set()
     for op in graph.operators:
+        if op.index in fused_inner:
+            continue
         if op.index in fused_second:
             pair = fused_second[op.index]
             if not fusions[pair].inplace:
@@ -240,8 +295,25 @@ def buffers_of(
         sizes[b] = max(sizes.get(b, 0), graph.tensor(t).nbytes)
     for i, fusion in fusions.items():
         sizes[RING_BASE + i] = fusion.ring
+    members: dict[int, list[int]] = {}
+    for t, b in buffer_of.items():
+        members.setdefault(b, []).append(t)
     buffers = [
-        Buffer(b, sizes[b], first[b], last[b]) for b in sorted(first) if b not in (INPUT, OUTPUT)
+        Buffer(
+            b,
+            sizes[b],
+            first[b],
+            last[b],
+            ()
+            if b >= RING_BASE
+            else _size_steps(
+                [(graph.tensor(t).nbytes, t_first[t], t_last[t]) for t in members[b]],
+                first[b],
+                last[b],
+            ),
+        )
+        for b in sorted(first)
+        if b not in (INPUT, OUTPUT)
     ]
     scratch: dict[int, int] = {}
     for i in sorted(done_inplace):
@@ -258,25 +330,48 @@ def buffers_of(
         kernels={i: (inplace or {})[i].kernel for i in done_inplace},
         fused={i: RING_BASE + i for i in fusions},
         fused_inplace=frozenset(fused_inplace),
+        fused_ops={i: f.ops for i, f in fusions.items()},
     )
 
 
+def _size_steps(
+    tensors: list[tuple[int, int, int]], first: int, last: int
+) -> tuple[tuple[int, int], ...]:
+    """A buffer's bytes at each operator: the largest of its tensors live there (they all
+    start at the buffer's offset). () when that is the same from first to last."""
+    steps: list[tuple[int, int]] = []
+    for op in range(first, last + 1):
+        n = max((size for size, a, b in tensors if a <= op <= b), default=0)
+        if not steps or steps[-1][1] != n:
+            steps.append((op, n))
+    return () if len(steps) == 1 else tuple(steps)
+
+
 def plan_memory(buffers: Sequence[Buffer], alignment: int = ALIGNMENT) -> MemoryPlan:
-    """Greedy by size: largest first, each at the lowest aligned offset that fits."""
+    """Greedy by size: largest first, each at the lowest aligned offset that fits.
+
+    A buffer with size steps is checked piece by piece: a placed buffer's freed tail may
+    hold a buffer that only lives after it was freed."""
     order = sorted(buffers, key=lambda b: (-b.size, b.first, b.id))
     offsets: dict[int, int] = {}
-    placed: list[Buffer] = []
+    placed: list[tuple[int, int, int, int]] = []  # (start, end, first, last) of pieces
     for buf in order:
-        conflicts = sorted(
-            (offsets[p.id], offsets[p.id] + p.size) for p in placed if p.lifetime_overlaps(buf)
-        )
+        # Each (own bytes, placed start, placed end) pair of pieces live at once forbids
+        # the offsets in (start - own, end).
+        conflicts = [
+            (n, start, end)
+            for n, a, b in buf.pieces()
+            if n > 0
+            for start, end, pa, pb in placed
+            if a <= pb and pa <= b
+        ]
         offset = 0
-        for start, end in conflicts:
-            if offset + buf.size <= start:
+        for candidate in sorted({0, *(_align(end, alignment) for _, _, end in conflicts)}):
+            if all(candidate + n <= start or candidate >= end for n, start, end in conflicts):
+                offset = candidate
                 break
-            offset = max(offset, _align(end, alignment))
         offsets[buf.id] = offset
-        placed.append(buf)
+        placed.extend((offset, offset + n, a, b) for n, a, b in buf.pieces() if n > 0)
     arena = max((offsets[b.id] + b.size for b in buffers), default=0)
     plan = MemoryPlan(tuple(buffers), offsets, _align(arena, alignment), alignment)
     check_plan(plan)
@@ -302,17 +397,21 @@ def _check_disjoint(buffers: Iterable[Buffer], offsets: dict[int, int]) -> None:
     items = list(buffers)
     for i, a in enumerate(items):
         for b in items[i + 1 :]:
-            if not a.lifetime_overlaps(b) or a.size == 0 or b.size == 0:
+            if not a.lifetime_overlaps(b):
                 continue
             a0, b0 = offsets[a.id], offsets[b.id]
-            if a0 < b0 + b.size and b0 < a0 + a.size:
-                raise AssertionError(
-                    f"buffers {a.id} [{a0}, {a0 + a.size}) ops {a.first}..{a.last} and "
-                    f"{b.id} [{b0}, {b0 + b.size}) ops {b.first}..{b.last} overlap"
-                )
+            for an, af, al in a.pieces():
+                for bn, bf, bl in b.pieces():
+                    if an == 0 or bn == 0 or al < bf or bl < af:
+                        continue
+                    if a0 < b0 + bn and b0 < a0 + an:
+                        raise AssertionError(
+                            f"buffers {a.id} [{a0}, {a0 + an}) ops {af}..{al} and "
+                            f"{b.id} [{b0}, {b0 + bn}) ops {bf}..{bl} overlap"
+                        )
 
 
 def peak_live_bytes(buffers: Sequence[Buffer]) -> int:
     """The most bytes live at once: a lower bound no offset assignment can beat."""
-    steps = {b.first for b in buffers} | {b.last for b in buffers}
-    return max((sum(b.size for b in buffers if b.first <= s <= b.last) for s in steps), default=0)
+    steps = {p[1] for b in buffers for p in b.pieces()}
+    return max((sum(b.size_at(s) for b in buffers) for s in steps), default=0)

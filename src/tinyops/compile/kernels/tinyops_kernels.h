@@ -20,7 +20,7 @@
 extern "C" {
 #endif
 
-#define TINYOPS_KERNELS_VERSION 3
+#define TINYOPS_KERNELS_VERSION 4
 
 typedef struct {
   int32_t batches, in_h, in_w, in_c, out_h, out_w, out_c;
@@ -87,6 +87,13 @@ void tinyops_conv_2d_inplace(const tinyops_conv_params *p, int8_t *buf, int8_t *
  * the compiler found it legal. */
 void tinyops_conv_1x1_depthwise(const tinyops_conv_params *pw, const tinyops_conv_params *dw,
                                 const int8_t *in, int8_t *out, int8_t *ring);
+/* A residual block, CONV_2D -> CONV_2D -> ADD with the block input, in row bands (see
+ * tinyops_kernels.c): scratch holds (c2->k_h - 1) * c2->dil_h + 1 rows of the first
+ * convolution's output and one row of the second's; in == out is allowed when the
+ * compiler found it legal; input_first: the block input is the ADD's first operand. */
+void tinyops_conv_conv_add(const tinyops_conv_params *c1, const tinyops_conv_params *c2,
+                           const tinyops_add_params *add, const int8_t *in, int8_t *out,
+                           int8_t *scratch, int32_t input_first);
 void tinyops_fully_connected(const tinyops_fc_params *p, const int8_t *in, int8_t *out);
 void tinyops_average_pool_2d(const tinyops_pool_params *p, const int8_t *in, int8_t *out);
 void tinyops_max_pool_2d(const tinyops_pool_params *p, const int8_t *in, int8_t *out);

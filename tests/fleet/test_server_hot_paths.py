@@ -376,6 +376,7 @@ class GatedStore:
         self.writing = threading.Event()
         self.fail = False
         self.batches: list[list[Any]] = []
+        self.in_progress = 0
 
     def prepare_points(self, points: list[PointRow]) -> PreparedRows:
         return PreparedRows(len(points), list(points))
@@ -384,6 +385,7 @@ class GatedStore:
         return PreparedRows(len(logs), list(logs))
 
     def write_telemetry(self, points: PreparedRows, logs: PreparedRows) -> tuple[int, int]:
+        self.in_progress += 1
         self.writing.set()
         assert self.gate.wait(30)
         if self.fail:
@@ -432,6 +434,29 @@ async def test_requests_arriving_during_a_write_share_the_next_one() -> None:
     await writer.write([_point("f", 5)], [])
     await writer.wait_idle()
     assert [row[0] for row in store.batches[-1]] == ["f"] and len(store.batches) == 3
+
+
+async def test_two_writers_write_two_batches_at_once_and_group_the_rest() -> None:
+    store = GatedStore()
+    writer = TelemetryWriter(store, lambda p, n: None, writers=2)  # type: ignore[arg-type]
+    first = asyncio.create_task(writer.write([_point("a", 1)], []))
+    await _until(lambda: store.in_progress == 1)
+    # The first write is held: a second request gets the second writer at once ...
+    second = asyncio.create_task(writer.write([_point("b", 2)], []))
+    await _until(lambda: store.in_progress == 2)
+    # ... and with both busy, the next ones share the batch the first free writer takes.
+    later = [asyncio.create_task(writer.write([_point(d, 3)], [])) for d in ("c", "d")]
+    await _until(lambda: len(writer) == 2)
+    store.gate.set()
+    await asyncio.gather(first, second, *later)
+    await writer.wait_idle()
+    batches = sorted(sorted(row[0] for row in batch) for batch in store.batches)
+    assert batches == [["a"], ["b"], ["c", "d"]]
+    # Idle again: a new request starts a writer of its own and is written.
+    await writer.write([_point("e", 4)], [])
+    assert sorted(row[0] for row in store.batches[-1]) == ["e"]
+    with pytest.raises(ValueError, match="writers"):
+        TelemetryWriter(store, lambda p, n: None, writers=0)  # type: ignore[arg-type]
 
 
 # --- the device directory ----------------------------------------------------------------------

@@ -235,16 +235,25 @@ class TelemetryWriter:
     Python) on the event loop as they arrive; the write itself (`Store.write_telemetry`,
     one transaction) runs in a worker thread. A failed write fails every request of its
     batch (nothing of the batch is stored); the next batch is unaffected.
+
+    Up to `writers` batches are written at once, each in its own transaction: PostgreSQL
+    runs each COPY in one backend process, so a second writer lets the database use a
+    second core while the first commits. SQLite has one writer at a time anyway (1).
     """
 
-    def __init__(self, store: Store, on_written: Callable[[int, int], None]) -> None:
+    def __init__(
+        self, store: Store, on_written: Callable[[int, int], None], writers: int = 1
+    ) -> None:
+        if writers < 1:
+            raise ValueError(f"writers: {writers} is not a positive number of writers")
         self._store = store
         self._on_written = on_written
+        self._writers = writers
         self._points = PreparedRows()
         self._logs = PreparedRows()
         # The batch being filled, and its completion (None while nothing waits).
         self._batch: asyncio.Future[None] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def write(self, points: Sequence[PointRow], logs: Sequence[LogRow]) -> None:
         """Return once `points` and `logs` are committed (raise if their write failed)."""
@@ -258,34 +267,41 @@ class TelemetryWriter:
         batch = self._batch
         self._points.add(prepared_points)
         self._logs.add(prepared_logs)
-        if self._task is None:
-            self._task = loop.create_task(self._drain())
+        if len(self._tasks) < self._writers:
+            self._tasks.add(loop.create_task(self._drain()))
         # Shielded: a client that disconnects does not cancel the others' write.
         await asyncio.shield(batch)
 
     async def _drain(self) -> None:
         try:
-            while (batch := self._batch) is not None:
-                points, logs = self._points, self._logs
-                self._batch, self._points, self._logs = None, PreparedRows(), PreparedRows()
-                try:
-                    await run_in_threadpool(self._store.write_telemetry, points, logs)
-                except Exception as exc:
-                    log.exception("writing %d telemetry points failed", points.count)
-                    batch.set_exception(exc)
-                    # Retrieved here, so that a batch whose requests all went away does
-                    # not log "exception was never retrieved" as well.
-                    batch.exception()
-                else:
-                    self._on_written(points.count, logs.count)
-                    batch.set_result(None)
+            await self._write_batches()
         finally:
-            self._task = None
+            # No await between finding no batch and leaving the set: a request that
+            # comes after sees the free writer slot and starts a writer itself.
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _write_batches(self) -> None:
+        while (batch := self._batch) is not None:
+            points, logs = self._points, self._logs
+            self._batch, self._points, self._logs = None, PreparedRows(), PreparedRows()
+            try:
+                await run_in_threadpool(self._store.write_telemetry, points, logs)
+            except Exception as exc:
+                log.exception("writing %d telemetry points failed", points.count)
+                batch.set_exception(exc)
+                # Retrieved here, so that a batch whose requests all went away does
+                # not log "exception was never retrieved" as well.
+                batch.exception()
+            else:
+                self._on_written(points.count, logs.count)
+                batch.set_result(None)
 
     async def wait_idle(self) -> None:
         """Wait until every accepted batch is written."""
-        while (task := self._task) is not None:
-            await asyncio.gather(task, return_exceptions=True)
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def __len__(self) -> int:
         """Points waiting for the next write."""
@@ -424,7 +440,11 @@ class FleetRuntime:
         self.directory = DeviceDirectory()
         self.view = CheckinView(self.store)
         self.buffer = CheckinBuffer()
-        self.telemetry = TelemetryWriter(self.store, self._telemetry_written)
+        self.telemetry = TelemetryWriter(
+            self.store,
+            self._telemetry_written,
+            writers=2 if self.store.dialect == "postgresql" else 1,
+        )
         self.sketches = SketchWriter(self.store)
         self.evaluator = Evaluator(self.evaluate_now)
         # Drift monitoring: sketches, reports, feedback (drift_service.py); its metrics

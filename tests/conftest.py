@@ -6,13 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
-from ci_env import FIXTURES, REPO, in_ci, require_fixtures
+from ci_env import require_fixtures
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
-# Re-exported for older imports; tests import these from ci_env.
-__all__ = ["FIXTURES", "REPO", "in_ci", "require_fixtures"]
+# Helpers tests import live in ci_env.py (tests/ is on sys.path): `from conftest import`
+# would pick whichever of the several conftest.py files Python imported first.
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ INFERENCES = 128
 
 def require_gcc() -> str:
     """The host C compiler, or a skip (a failure under CI=true) when there is none."""
-    from conftest import in_ci
+    from ci_env import in_ci
 
     cc = shutil.which("gcc") or shutil.which("cc")
     if cc is None:
@@ -193,7 +193,7 @@ def fc_model(activation_dtype: str = "int8", extra_op: str | None = None) -> byt
 
 def require_arm_gcc() -> str:
     """arm-none-eabi-gcc, or a skip (a failure under CI=true) when it is not installed."""
-    from conftest import in_ci
+    from ci_env import in_ci
 
     cc = shutil.which("arm-none-eabi-gcc")
     if cc is None:

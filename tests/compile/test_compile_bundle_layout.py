@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from ci_env import in_ci
 from compile_testlib import fc_model, require_gcc
-from conftest import in_ci
 
 from tinyops.compile import compile_model
 from tinyops.compile.layout import arduino_library_name, bundle_members, library_files

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ci_env import require_fixtures
 from compile_testlib import ModelBuilder, fc_model, require_gcc
-from conftest import require_fixtures
 
 from tinyops.compile import build_host_runner, run_host
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from ci_env import require_fixtures
 from compile_testlib import require_arm_gcc
-from conftest import require_fixtures
 
 from tinyops.compile import compile_model, write_library
 from tinyops.compile.toolchain import cross_build

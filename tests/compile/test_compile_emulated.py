@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ci_env import in_ci, require_fixtures
 from compile_testlib import random_inputs, require_arm_gcc
-from conftest import in_ci, require_fixtures
 from numpy.typing import NDArray
 
 from tinyops.compile import CompiledModel, CompileError, compile_model, write_library

@@ -14,7 +14,7 @@ strided convolutions over their input) are compared with TFLM on the host
 from __future__ import annotations
 
 import pytest
-from conftest import require_fixtures
+from ci_env import require_fixtures
 
 from tinyops.compile import compile_model
 from tinyops.compile.ir import Activation, AddOptions, Graph, NoOptions, Operator, Tensor

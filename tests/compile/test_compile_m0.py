@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ci_env import require_fixtures
 from compile_testlib import random_inputs
-from conftest import require_fixtures
 from test_compile_emulated import _tflm_outputs, require_qemu
 
 from tinyops.compile import CompileError, compile_model, write_library

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from ci_env import require_fixtures
 from compile_testlib import BitExactRun, bit_exact_run
-from conftest import require_fixtures
 
 from tinyops.compile import buffers_of
 from tinyops.compile.planner import peak_live_bytes

@@ -7,8 +7,8 @@ import json
 
 import numpy as np
 import pytest
+from ci_env import require_fixtures
 from compile_testlib import require_arm_gcc
-from conftest import require_fixtures
 from test_compile_cli import tinyops
 
 from tinyops.compile import compile_model

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ci_env import require_fixtures
 from compile_testlib import ModelBuilder, fc_model
-from conftest import require_fixtures
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

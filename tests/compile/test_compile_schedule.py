@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from ci_env import require_fixtures
 from compile_testlib import bit_exact_run
-from conftest import require_fixtures
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from ci_env import in_ci, skip_or_fail
+from ci_env import skip_or_fail
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fleet_inprocess import Fleet, fleet_settings, public_pem, running_fleet
+from fleet_inprocess import Fleet, fleet_settings, running_fleet
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "mlperf-tiny"
@@ -207,7 +207,3 @@ def fleet_runner(tmp_path: Path) -> Callable[..., tuple[Any, Any]]:
         return settings, running_fleet(settings)
 
     return make
-
-
-# Re-exported for the fixtures' users; import them from fleet_inprocess / ci_env in tests.
-__all__ = ["Fleet", "fleet_settings", "in_ci", "public_pem", "running_fleet", "skip_or_fail"]

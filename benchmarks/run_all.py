@@ -10,8 +10,8 @@ telemetry under wrk load, server memory with 100,000 devices, the fleet simulato
 need `wrk` (Debian package; `make bench` installs it when run as root), PostgreSQL on
 127.0.0.1:5432 for the PostgreSQL rows, and ../shared/fixtures for the simulator.
 
-    python benchmarks/run_all.py [--only foundation|drift|alerts|fleet|checkin|telemetry|sketches|
-                                          memory|simulation]
+    python benchmarks/run_all.py [--only foundation|drift|alerts|compile|fleet|checkin|telemetry|
+                                          sketches|memory|simulation]
 """
 
 from __future__ import annotations
@@ -190,6 +190,57 @@ def machine() -> dict[str, Any]:
     }
 
 
+def bench_compiler(inferences: int = 100) -> list[dict[str, Any]]:
+    """The compiler on the five MLPerf Tiny models (benchmarks/bench_compile.py, which
+    prints its full tables to stderr here): RAM share of TFLM's arena, flash against the
+    .tflite, Cortex-M4 instructions, bit-exactness on the host and the emulated M4."""
+    with tempfile.TemporaryDirectory(prefix="bench-compile-") as tmp:
+        out = Path(tmp) / "compile.json"
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "benchmarks" / "bench_compile.py"),
+             "--inferences", str(inferences), "--json", str(out)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        print(proc.stdout, file=sys.stderr)
+        if not out.exists():
+            raise SystemExit(f"bench_compile.py failed ({proc.returncode}):\n{proc.stderr}")
+        models = json.loads(out.read_text())["models"]
+    rows: list[dict[str, Any]] = []
+    for m in models:
+        exact = m["mismatched_bytes"] == 0 and not m.get("qemu_mismatched_bytes")
+        rows.append(
+            {
+                "benchmark": f"compiled {m['model']}: peak RAM vs TFLM arena",
+                "value": round(100 * m["ram_vs_tflm"], 1),
+                "unit": "%",
+                "goal": "≤ 50 %",
+                "ok": m["ram_vs_tflm"] <= 0.5 and exact,
+            }
+        )
+        if m["elf_flash_bytes"] is not None:
+            rows.append(
+                {
+                    "benchmark": f"compiled {m['model']}: flash (M4 ELF) vs .tflite + 8 KB",
+                    "value": m["elf_flash_bytes"],
+                    "unit": "bytes",
+                    "goal": f"≤ {m['tflite_bytes'] + 8192:,}",
+                    "ok": m["elf_flash_bytes"] <= m["tflite_bytes"] + 8192,
+                }
+            )
+        if m.get("m4_instructions_o2") is not None:
+            kws = m["model"].startswith("kws")
+            rows.append(
+                {
+                    "benchmark": f"compiled {m['model']}: Cortex-M4 instructions (-O2)",
+                    "value": m["m4_instructions_o2"],
+                    "unit": "instructions",
+                    "goal": "≤ 9.0 M" if kws else "measured",
+                    "ok": m["m4_instructions_o2"] <= 9_000_000 if kws else exact,
+                }
+            )
+    return rows
+
+
 FLEET = ("checkin", "telemetry", "sketches", "memory", "simulation")
 
 
@@ -213,7 +264,9 @@ def fleet_benches() -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Benchmarks for the figures the issues name.")
     parser.add_argument(
-        "--only", choices=("foundation", "drift", "alerts", "fleet", *FLEET), default=None
+        "--only",
+        choices=("foundation", "drift", "alerts", "compile", "fleet", *FLEET),
+        default=None,
     )
     only = parser.parse_args().only
     rows: list[dict[str, Any]] = []
@@ -224,6 +277,8 @@ def main() -> None:
         rows += bench_drift()
     if only in (None, "alerts"):
         rows += bench_alerts()
+    if only in (None, "compile"):
+        rows += bench_compiler()
     chosen = FLEET if only in (None, "fleet") else (only,) if only in FLEET else ()
     if chosen:
         benches = fleet_benches()

@@ -123,9 +123,14 @@ def test_the_pipeline_bundle_carries_a_library_that_reproduces_its_golden_vector
     cfg["gates"]["max_accuracy_drop"] = 1.0
     (tmp_path / "tinyops.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     record = run_project(tmp_path)
-    stage = {s["name"]: s for s in record["stages"]}["bundle"]
+    by_name = {s["name"]: s for s in record["stages"]}
+    stage = by_name["bundle"]
     compiled = stage["output"]["compiled"]
     assert "skipped" not in compiled and compiled["ram_bytes"] > 0
+    # The compile stage made the library; the bundle carries exactly its files.
+    compile_out = by_name["compile"]["output"]
+    assert {k: v for k, v in compile_out.items() if k not in ("path", "files")} == compiled
+    assert all((tmp_path / compile_out["path"] / f).is_file() for f in compile_out["files"])
     bundle = tmp_path / stage["output"]["bundle"]
     out = tmp_path / "unpacked"
     with zipfile.ZipFile(bundle) as z:

@@ -160,7 +160,7 @@ def test_the_monitoring_shape_reruns_the_bundle_but_drift_thresholds_do_not(
     hits = {n: s["cache_hit"] for n, s in stages(record).items()}
     assert hits == {
         "ingest": True, "validate": True, "features": True, "train": True,
-        "optimize": True, "profile": True, "device-validate": True,
+        "optimize": True, "profile": True, "device-validate": True, "compile": True,
         "bundle": False, "register": False,
     }  # fmt: skip
     profile = json.loads(bundle_files(project, record)["monitoring/profile.json"])

@@ -74,7 +74,7 @@ def test_first_run_succeeds_through_every_stage(first_run: dict[str, Any]) -> No
     by = stages(first_run)
     assert list(by) == [
         "ingest", "validate", "features", "train", "optimize", "profile",
-        "device-validate", "bundle", "register",
+        "device-validate", "compile", "bundle", "register",
     ]  # fmt: skip
     assert all(s["status"] == "ok" and not s["cache_hit"] for s in by.values())
     assert by["ingest"]["output"]["samples"] == 1797 - by["ingest"]["output"]["dedup"]["removed"]
@@ -173,7 +173,7 @@ def test_changing_a_budget_reruns_only_what_depends_on_it(
     hits = {n: s["cache_hit"] for n, s in stages(record).items()}
     assert hits == {
         "ingest": True, "validate": True, "features": True, "train": True,
-        "optimize": True, "profile": False, "device-validate": True,
+        "optimize": True, "profile": False, "device-validate": True, "compile": True,
         "bundle": False, "register": False,
     }  # fmt: skip
 

@@ -98,7 +98,7 @@ def run(
     as_json: JsonFlag = False,
 ) -> None:
     """Run the pipeline: ingest → validate → features → train → optimize → profile →
-    device-validate → bundle → register. Cached stages are skipped."""
+    device-validate → compile → bundle → register. Cached stages are skipped."""
     _quiet_tensorflow()
     from tinyops.pipeline.runner import run_project
 

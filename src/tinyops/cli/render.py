@@ -70,6 +70,11 @@ def stage_summary(s: dict[str, Any]) -> str:
         acc = o.get("accuracy")
         a = f"acc {acc:.4f} · " if acc is not None else ""
         return f"TFLM {a}agreement {o['agreement']:.4f} on {o['samples']} samples"
+    if name == "compile" and o:
+        if "skipped" in o:
+            return f"not compiled: {escape(o['skipped'])}"
+        feats = " + features" if o.get("features") else ""
+        return f"C{feats}: RAM {o['ram_bytes']:,} B · flash ≈ {o['flash_bytes']:,} B"
     if name == "bundle" and o:
         return f"{o['bundle']} · {o['sha256'][:12]}"
     if name == "register" and o:

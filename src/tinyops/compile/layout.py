@@ -24,6 +24,7 @@ The texts are the compiler's output byte for byte, so a bundle carries exactly w
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinyops.compile.emit import CompiledModel, compile_model, model_name_from
@@ -143,6 +144,20 @@ def library_files(
         files[f"{PREFIX}/{'include' if fname in headers else 'src'}/{fname}"] = text
         files[f"{lib}/src/{fname}"] = text
     return {path: text.encode("utf-8") for path, text in sorted(files.items())}
+
+
+def code_digest() -> str:
+    """sha256 over the compiler's own files (Python, kernels, firmware), in name order: the
+    compile stage's cache key carries it, so a changed kernel or planner recompiles."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix in (".py", ".c", ".h", ".ld", ".s", ".S"):
+            digest.update(str(path.relative_to(root)).encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def bundle_members(

@@ -1,5 +1,5 @@
 """The tinyops pipeline: ingest → validate → features → train → optimize → profile →
-device-validate → bundle → register.
+device-validate → compile → bundle → register.
 
 Each stage here is glue: it reads its slice of the project file and its upstream outputs,
 calls the domain package that owns the work, and returns a small JSON record. Paths in
@@ -30,6 +30,7 @@ STAGE_NAMES = (
     "optimize",
     "profile",
     "device-validate",
+    "compile",
     "bundle",
     "register",
 )
@@ -382,6 +383,40 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
             raise GateFailed(f"device validation on TFLM failed: {detail}", gate)
         return {**summary, "gate": gate}
 
+    def compile_cfg(_project_dir: Path) -> Mapping[str, Any]:
+        from tinyops.compile.layout import code_digest
+
+        # The library's files carry the project's name and version; the compiler's own
+        # code (kernels, lowering, planning, emitted C) enters through its digest.
+        return {"name": p.name, "version": p.bundle.version, "compiler": code_digest()}
+
+    def compile_model(ctx: StageContext) -> StageOutput:
+        """The deploy model compiled to C (compiled/: sources, CMake, Arduino library) with
+        the fitted feature pipeline as C beside it. A model the compiler refuses still
+        bundles for TFLM: no files, and the record says why (`skipped`)."""
+        from tinyops.compile.layout import bundle_members
+
+        opt = ctx.inputs["optimize"]
+        source = ctx.project_dir / opt["deploy"]["tflite"]
+        files, record = bundle_members(
+            source.read_bytes(),
+            str(source),
+            p.name,
+            p.bundle.version,
+            features=_feature_set(ctx).fitted_pipeline(),
+        )
+        out_dir = store_root(ctx.project_dir) / "compiled" / ctx.key[:24]
+        with atomic_dir(out_dir) as tmp:
+            for name, data in files.items():
+                target = tmp / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+        return {
+            "path": str(out_dir.relative_to(ctx.project_dir)),
+            "files": sorted(files),
+            **record,
+        }
+
     def bundle_cfg(project_dir: Path) -> Mapping[str, Any]:
         from tinyops.bundle.keys import key_id
 
@@ -408,7 +443,6 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
         from tinyops.bundle.golden import GoldenVectors
         from tinyops.bundle.keys import load_private_key
         from tinyops.bundle.manifest import TensorSpec
-        from tinyops.compile.layout import bundle_members as compiled_members
         from tinyops.optimize.quant import quantize
         from tinyops.targets.tflm import TflmModel
 
@@ -452,13 +486,11 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
                 ops=ops,
             )
         )
-        # The model compiled to C (compiled/: sources, CMake, Arduino library) with the
-        # fitted feature pipeline as C beside it; a model the compiler refuses still
-        # bundles for TFLM, the record says why.
-        compiled, compiled_record = compiled_members(
-            blob, source, p.name, p.bundle.version, features=fs.fitted_pipeline()
-        )
-        files.update(compiled)
+        # The compile stage's library (compiled/), when the compiler took the model.
+        comp = ctx.inputs["compile"]
+        compiled_dir = ctx.project_dir / comp["path"]
+        files.update({name: (compiled_dir / name).read_bytes() for name in comp["files"]})
+        compiled_record = {k: v for k, v in comp.items() if k not in ("path", "files")}
         registered = p.tracking.registered_model or p.name
         run_id = ctx.inputs["train"]["mlflow_run_id"]
         tracker = _tracker(ctx)
@@ -568,9 +600,20 @@ def build_stages(project: Project, progress: ProgressFactory = _no_progress) -> 
             device_validate,
         ),
         Stage(
+            "compile",
+            "1",
+            ("features", "optimize"),
+            compile_cfg,
+            compile_model,
+            paths=("path",),
+            title="Compile to C",
+        ),
+        Stage(
             "bundle",
-            "2",  # 2: the bundle carries monitoring/profile.json and monitoring/policy.json
-            ("features", "train", "optimize", "profile", "device-validate"),
+            # 2: the bundle carries monitoring/profile.json and monitoring/policy.json;
+            # 3: the compiled library comes from the compile stage.
+            "3",
+            ("features", "train", "optimize", "profile", "device-validate", "compile"),
             bundle_cfg,
             bundle,
             paths=("bundle", "stored"),

@@ -14,10 +14,9 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from tinyops.cli.console import out
-from tinyops.cli.fleet import JsonFlag, Server, Token, _print_json
+from tinyops.cli.console import out, print_json
+from tinyops.cli.fleet import JsonFlag, Server, Token
 from tinyops.errors import UsageError
 
 alerts_app = typer.Typer(help="Alert rules and the server's alerts.", no_args_is_help=True)
@@ -69,28 +68,16 @@ def alerts_list(
     as_json: JsonFlag = False,
 ) -> None:
     """The alerts of a running server (its --alert-rules), by rule."""
+    from tinyops.cli.render import alerts_table
     from tinyops.fleet.client import list_alerts
 
     if state is not None and state not in ("pending", "firing", "resolved"):
         raise UsageError(f"--state: {state!r} is not pending, firing or resolved")
     alerts = list_alerts(server, token, state)
     if as_json:
-        _print_json(alerts)
+        print_json(alerts)
         return
     if not alerts:
         out.print("no alerts")
         return
-    table = Table("state", "rule", "severity", "labels", "value", "since", "summary")
-    hidden = {"alertname", "severity"}
-    for alert in alerts:
-        labels = ", ".join(f"{k}={v}" for k, v in alert["labels"].items() if k not in hidden)
-        table.add_row(
-            alert["state"],
-            alert["rule"],
-            alert["severity"],
-            escape(labels),
-            f"{alert['value']:g}",
-            str(alert["since"]),
-            escape(alert["summary"]),
-        )
-    out.print(table)
+    out.print(alerts_table(alerts))

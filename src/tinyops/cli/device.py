@@ -25,9 +25,8 @@ from typing import Annotated, Any, Final
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from tinyops.cli.console import out
+from tinyops.cli.console import out, print_json
 from tinyops.cli.fleet import JsonFlag, Server, Token
 from tinyops.errors import TinyopsError, UsageError
 
@@ -191,7 +190,7 @@ def device_exec(
     command = send_command(server, token, device_id, kind, parse_args(arg))
     if not wait:
         if as_json:
-            sys.stdout.write(json.dumps(command, indent=2, sort_keys=True) + "\n")
+            print_json(command)
         else:
             out.print(
                 f"command {command['id']} ({kind}) queued for {escape(device_id)}; "
@@ -210,59 +209,12 @@ def device_exec(
         time.sleep(interval)
         command = get_command(server, token, device_id, command["id"])
     if as_json:
-        sys.stdout.write(json.dumps(command, indent=2, sort_keys=True) + "\n")
+        print_json(command)
     else:
         out.print(json.dumps(command["output"], indent=2, sort_keys=True), soft_wrap=True)
     if not command["ok"]:
         reason = (command["output"] or {}).get("error", "no reason given")
         raise CommandFailed(f"command {command['id']} ({kind}) failed on {device_id}: {reason}")
-
-
-def _age(last_seen: str | None, now: datetime) -> str:
-    if last_seen is None:
-        return "never"
-    seconds = (now - datetime.fromisoformat(last_seen.replace("Z", "+00:00"))).total_seconds()
-    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit} ago"
-    return f"{max(seconds, 0):.0f}s ago"
-
-
-def health_summary(health: dict[str, Any] | None) -> str:
-    """The check-in health in a few words: resets, free memory, uptime (those reported)."""
-    if not health:
-        return "-"
-    shown = (
-        ("resets", "resets {:,}"),
-        ("free_memory_bytes", "free {:,} B"),
-        ("uptime_s", "up {:,.0f} s"),
-    )
-    parts = [
-        form.format(health[key])
-        for key, form in shown
-        if isinstance(health.get(key), int | float) and not isinstance(health.get(key), bool)
-    ]
-    return " · ".join(parts) or "-"
-
-
-def inventory_table(devices: list[dict[str, Any]], now: datetime) -> Table:
-    table = Table(title=f"devices ({len(devices)})")
-    for column in ("device", "hardware", "status", "release", "last seen", "health", "tags"):
-        table.add_column(column)
-    for d in devices:
-        installed = d.get("installed")
-        release = f"{installed['name']} {installed['version']}" if installed else "-"
-        tags = ", ".join(f"{k}:{v}" for k, v in sorted((d.get("tags") or {}).items()))
-        table.add_row(
-            escape(d["id"]),
-            escape(d["hardware"]),
-            d["status"],
-            escape(release),
-            _age(d.get("last_seen"), now),
-            health_summary(d.get("health")),
-            escape(tags),
-        )
-    return table
 
 
 @device_app.command("inventory")
@@ -278,10 +230,11 @@ def device_inventory(
     as_json: JsonFlag = False,
 ) -> None:
     """Devices with their release, last check-in and health."""
+    from tinyops.cli.render import inventory_table
     from tinyops.fleet.client import list_devices
 
     devices = list_devices(server, token, status=status, hardware=hardware, tags=_tags(tag))
     if as_json:
-        sys.stdout.write(json.dumps(devices, indent=2, sort_keys=True) + "\n")
+        print_json(devices)
         return
     out.print(inventory_table(devices, datetime.now(UTC)))

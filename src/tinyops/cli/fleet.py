@@ -7,15 +7,13 @@ Management commands talk to a running server over HTTP with an API token, taken 
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from tinyops.cli.console import out
+from tinyops.cli.console import out, print_json
 from tinyops.errors import UsageError
 
 Server = Annotated[str, typer.Option(envvar="TINYOPS_SERVER", help="fleet server URL")]
@@ -42,10 +40,6 @@ MqttPrefix = Annotated[str, typer.Option(help="MQTT topic prefix of the device p
 fleet_app = typer.Typer(help="The fleet server's database, tokens, keys and simulator.")
 release_app = typer.Typer(help="Releases on a fleet server.", no_args_is_help=True)
 deploy_app = typer.Typer(help="Staged deployments.", no_args_is_help=True)
-
-
-def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _settings(data_dir: Path, db: str | None, **extra: Any) -> Any:
@@ -311,7 +305,7 @@ def fleet_simulate(
         until = never
     if as_json:
         summary = asyncio.run(sim.run(until, timeout_s=duration))
-        _print_json(summary.to_dict())
+        print_json(summary.to_dict())
         return
     from rich.live import Live
 
@@ -338,7 +332,7 @@ def release_upload(
 
     release = upload_release(server, token, bundle)
     if as_json:
-        _print_json(release)
+        print_json(release)
         return
     out.print(
         f"release {release['id']}: {release['name']} {release['version']} for "
@@ -380,7 +374,7 @@ def deploy_create(
         max_failure_rate=_share(max_failure, "--max-failure"),
     )
     if as_json:
-        _print_json(created)
+        print_json(created)
         return
     out.print(f"deployment {created['id']} {created['status']}", soft_wrap=True)
 
@@ -408,7 +402,7 @@ def deploy_list(
 
     deployments = list_deployments(server, token, status)
     if as_json:
-        _print_json(deployments)
+        print_json(deployments)
         return
     out.print(deployments_table(deployments))
 
@@ -426,7 +420,7 @@ def deploy_status(
 
     status = deployment_status(server, token, deployment_id)
     if as_json:
-        _print_json(status)
+        print_json(status)
         return
     out.print(deployment_table(status))
 

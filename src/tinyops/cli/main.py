@@ -9,7 +9,6 @@ Exit codes: 0 success, 1 error, 2 bad project file or usage, 3 a gate said no.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ import typer
 from rich.markup import escape
 
 from tinyops.cli.alerts import alerts_app
-from tinyops.cli.console import err, out
+from tinyops.cli.console import err, out, print_json
 from tinyops.cli.device import device_app
 from tinyops.cli.fleet import agent_command, deploy_app, fleet_app, release_app, serve_command
 from tinyops.cli.grafana import grafana_app
@@ -69,10 +68,6 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
-def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
 @app.command()
 def init(
     directory: Annotated[Path, typer.Argument(help="folder to create the project in")] = Path("."),
@@ -106,7 +101,7 @@ def run(
         project_dir, until=until, force=force or [], console=None if as_json else out
     )
     if as_json:
-        _print_json(record)
+        print_json(record)
     if record["status"] != "succeeded":
         raise typer.Exit(GateFailed.exit_code)
 
@@ -121,7 +116,7 @@ def status(project_dir: ProjectDir = Path("."), as_json: JsonFlag = False) -> No
     project_path = find_project_file(project_dir).parent
     record = load_run(project_path / ".tinyops")
     if as_json:
-        _print_json(record)
+        print_json(record)
         return
     out.print(stages_table(record))
     hits = sum(1 for s in record["stages"] if s["cache_hit"])
@@ -149,7 +144,7 @@ def data_validate(project_dir: ProjectDir = Path("."), as_json: JsonFlag = False
         dedup = rep.to_dict()
     report = validate(ds, project.data.validation)
     if as_json:
-        _print_json({"validation": report.to_dict(), "dedup": dedup})
+        print_json({"validation": report.to_dict(), "dedup": dedup})
     else:
         out.print(report.render())
         if dedup:
@@ -174,7 +169,7 @@ def data_snapshots(project_dir: ProjectDir = Path("."), as_json: JsonFlag = Fals
     root = find_project_file(project_dir).parent
     snaps = list_snapshots(root / ".tinyops" / "store")
     if as_json:
-        _print_json(snaps)
+        print_json(snaps)
         return
     t = Table(title="dataset snapshots")
     for col in ("id", "created", "modality", "samples", "classes"):
@@ -201,7 +196,7 @@ def features_list(project_dir: ProjectDir = Path("."), as_json: JsonFlag = False
     root = find_project_file(project_dir).parent
     sets = list_feature_sets(root / ".tinyops" / "store")
     if as_json:
-        _print_json(sets)
+        print_json(sets)
         return
     t = Table(title="feature store")
     for col in ("key", "snapshot", "pipeline", "created"):
@@ -227,7 +222,7 @@ def features_show(
 
     root = find_project_file(project_dir).parent
     fs = load_feature_set(root / ".tinyops" / "store", key)
-    _print_json(fs.manifest)
+    print_json(fs.manifest)
 
 
 @app.command()
@@ -272,7 +267,7 @@ def profile(
         comp = compiled_profile(blob, board, str(model))
     if as_json:
         extra = {"compiled": comp} if comp is not None else {}
-        _print_json(
+        print_json(
             {"board": board.id, "profile": prof.to_dict(), "budgets": report.to_dict(), **extra}
         )
     else:
@@ -337,7 +332,7 @@ def compile_command(
 
     report = compile_for_board(model, target, dest, name)
     if as_json:
-        _print_json(report)
+        print_json(report)
         return
     ram, tflm = report["ram_bytes"], report["tflm_arena_bytes"]
     vs = f" ({100 * ram / tflm:.0f}% of TFLM's arena, {tflm:,} B)" if tflm else ""
@@ -364,7 +359,7 @@ def boards(as_json: JsonFlag = False) -> None:
 
     items = list_boards()
     if as_json:
-        _print_json([b.model_dump(mode="json") for b in items])
+        print_json([b.model_dump(mode="json") for b in items])
         return
     t = Table(title="boards")
     for col in ("id", "name", "core", "clock", "SRAM", "flash", "runtime"):
@@ -473,7 +468,7 @@ def bundle_verify(
     verified = verify_bundle(path, [load_public_key(k) for k in key])
     manifest = verified.manifest.model_dump(mode="json")
     if as_json:
-        _print_json(manifest)
+        print_json(manifest)
         return
     out.print(
         f"[green]valid[/] {manifest['name']} {manifest['version']} for {manifest['target']}"

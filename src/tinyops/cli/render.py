@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from rich.markup import escape
@@ -202,3 +203,68 @@ def simulation_table(s: dict[str, Any], final: bool = False) -> Table:
     for key in ("resets", "power_losses", "crashes", "dropped_requests", "corrupted_downloads"):
         t.add_row(key.replace("_", " "), f"{s[key]:,}")
     return t
+
+
+def _age(last_seen: str | None, now: datetime) -> str:
+    if last_seen is None:
+        return "never"
+    seconds = (now - datetime.fromisoformat(last_seen.replace("Z", "+00:00"))).total_seconds()
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit} ago"
+    return f"{max(seconds, 0):.0f}s ago"
+
+
+def health_summary(health: dict[str, Any] | None) -> str:
+    """The check-in health in a few words: resets, free memory, uptime (those reported)."""
+    if not health:
+        return "-"
+    shown = (
+        ("resets", "resets {:,}"),
+        ("free_memory_bytes", "free {:,} B"),
+        ("uptime_s", "up {:,.0f} s"),
+    )
+    parts = [
+        form.format(health[key])
+        for key, form in shown
+        if isinstance(health.get(key), int | float) and not isinstance(health.get(key), bool)
+    ]
+    return " · ".join(parts) or "-"
+
+
+def inventory_table(devices: list[dict[str, Any]], now: datetime) -> Table:
+    table = Table(title=f"devices ({len(devices)})")
+    for column in ("device", "hardware", "status", "release", "last seen", "health", "tags"):
+        table.add_column(column)
+    for d in devices:
+        installed = d.get("installed")
+        release = f"{installed['name']} {installed['version']}" if installed else "-"
+        tags = ", ".join(f"{k}:{v}" for k, v in sorted((d.get("tags") or {}).items()))
+        table.add_row(
+            escape(d["id"]),
+            escape(d["hardware"]),
+            d["status"],
+            escape(release),
+            _age(d.get("last_seen"), now),
+            health_summary(d.get("health")),
+            escape(tags),
+        )
+    return table
+
+
+def alerts_table(alerts: list[dict[str, Any]]) -> Table:
+    """A server's alerts, one row each (`tinyops alerts list`)."""
+    table = Table("state", "rule", "severity", "labels", "value", "since", "summary")
+    hidden = {"alertname", "severity"}
+    for alert in alerts:
+        labels = ", ".join(f"{k}={v}" for k, v in alert["labels"].items() if k not in hidden)
+        table.add_row(
+            alert["state"],
+            alert["rule"],
+            alert["severity"],
+            escape(labels),
+            f"{alert['value']:g}",
+            str(alert["since"]),
+            escape(alert["summary"]),
+        )
+    return table

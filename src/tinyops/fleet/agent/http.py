@@ -39,7 +39,12 @@ from tinyops.fleet.agent.messages import (
     TelemetryAck,
     TelemetryBatch,
 )
-from tinyops.fleet.agent.transport import DownloadSink, TransportError, is_retryable_status
+from tinyops.fleet.agent.transport import (
+    DownloadSink,
+    TransportError,
+    is_retryable_status,
+    malformed_answer,
+)
 
 API: Final = "/api/v1/device"
 DEFAULT_TIMEOUT_S: Final = 30.0
@@ -136,16 +141,7 @@ class HttpTransport:
         try:
             return model.model_validate_json(response.content)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-                for err in exc.errors()
-            )
-            # A malformed answer is the server's bug; it may be fixed (or redeployed) later.
-            raise TransportError(
-                f"{what}: malformed answer ({problems})",
-                retryable=True,
-                status=response.status_code,
-            ) from exc
+            raise malformed_answer(exc, what, response.status_code) from exc
 
     async def enroll(self, request: EnrollRequest) -> EnrollResponse:
         path = f"{API}/enroll"

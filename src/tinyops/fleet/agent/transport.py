@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from pydantic import ValidationError
+
 from tinyops.errors import TinyopsError
 from tinyops.fleet.agent.messages import (
     CheckinRequest,
@@ -47,6 +49,15 @@ class TransportError(TinyopsError):
         self.status = status
         self.code = code
         self.field = field
+
+
+def malformed_answer(exc: ValidationError, what: str, status: int | None) -> TransportError:
+    """The error for a server answer that does not fit its model: retryable, since a
+    malformed answer is the server's bug and may be fixed (or redeployed) later."""
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+    )
+    return TransportError(f"{what}: malformed answer ({problems})", retryable=True, status=status)
 
 
 def is_retryable_status(status: int) -> bool:

@@ -44,7 +44,12 @@ from tinyops.fleet.agent.messages import (
     TelemetryAck,
     TelemetryBatch,
 )
-from tinyops.fleet.agent.transport import DownloadSink, Transport, TransportError
+from tinyops.fleet.agent.transport import (
+    DownloadSink,
+    Transport,
+    TransportError,
+    malformed_answer,
+)
 from tinyops.fleet.agent.transport import is_retryable_status as _retryable
 from tinyops.fleet.mqtt.session import MqttSession
 from tinyops.fleet.mqtt.topics import check_level
@@ -155,16 +160,7 @@ class MqttTransport:
         try:
             return model.model_validate(reply.body)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-                for err in exc.errors()
-            )
-            # A malformed answer is the server's bug; it may be fixed (or redeployed) later.
-            raise TransportError(
-                f"{op} over MQTT: malformed answer ({problems})",
-                retryable=True,
-                status=reply.status,
-            ) from exc
+            raise malformed_answer(exc, f"{op} over MQTT", reply.status) from exc
 
     async def enroll(self, request: EnrollRequest) -> EnrollResponse:
         # The topic names the id being enrolled; the server may register it as given only.

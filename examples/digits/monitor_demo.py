@@ -8,10 +8,12 @@ and the project's signing key). Everything is real and local: a `tinyops serve` 
 (SQLite), 20 simulated devices (`tinyops fleet simulate`: real agents over HTTP, whose
 inferences are drawn from the bundle's reference profile), the retraining pipeline. The
 retraining works on a copy of this project under build/monitor-demo/, so the example
-stays as committed. The field data is scikit-learn's bundled digits, shifted one pixel
-to the right (a camera that moved) — nothing is downloaded.
+stays as committed; the copy tracks its runs in this folder's MLflow store, so the
+retrained model is the next version of the same registered model. The field data is
+scikit-learn's bundled digits, shifted one pixel to the right (a camera that moved) —
+nothing is downloaded.
 
-    python monitor_demo.py [--devices 20]
+    python monitor_demo.py [--devices 20] [--project DIR] [--work DIR]
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-WORK = HERE.parents[1] / "build" / "monitor-demo"
 TINYOPS = [sys.executable, "-m", "tinyops.cli.main"]
 # Two devices whose camera drifted: rows 2 and 5 of the image got brighter by 3 reference
 # standard deviations. Every other device sees what the model was trained on.
@@ -66,6 +68,29 @@ class Cli:
 
     def json(self, *args: str) -> Any:
         return json.loads(self.run(*args, "--json", show=False))
+
+
+class Api:
+    """What the demo polls while it waits, asked over HTTP from this process (a `tinyops`
+    subprocess per poll would cost a Python start-up each time, on the cores the server and
+    the simulated devices share)."""
+
+    def __init__(self, url: str, token: str) -> None:
+        import httpx
+
+        self.url, self.token, self.http = url, token, httpx.Client(timeout=30)
+
+    def devices(self) -> list[dict[str, Any]]:
+        from tinyops.fleet.client import list_devices
+
+        return list_devices(self.url, self.token, client=self.http)
+
+    def drift_alerts(self, expected: int) -> list[dict[str, Any]] | None:
+        from tinyops.fleet.client import list_alerts
+
+        alerts = list_alerts(self.url, self.token, "firing", client=self.http)
+        drift = [a for a in alerts if a["rule"] == "FeatureDrift"]
+        return drift if len(drift) >= expected else None
 
 
 @contextmanager
@@ -108,22 +133,36 @@ def field_samples() -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=20)
+    parser.add_argument(
+        "--project", type=Path, default=HERE, help="the digits project `tinyops run` built"
+    )
+    parser.add_argument(
+        "--work", type=Path, default=HERE.parents[1] / "build" / "monitor-demo",
+        help="server state, logs and the retrained copy (emptied first)",
+    )  # fmt: skip
     args = parser.parse_args()
+    source, work = args.project.resolve(), args.work.resolve()
 
-    bundle = HERE / "dist" / "digits-1.0.0-nano33ble.tinybundle"
-    public_key = HERE / ".tinyops" / "keys" / "signing.pub"
+    bundle = source / "dist" / "digits-1.0.0-nano33ble.tinybundle"
+    public_key = source / ".tinyops" / "keys" / "signing.pub"
     if not bundle.exists() or not public_key.exists():
-        raise SystemExit(f"run `tinyops run .` in {HERE} first (no {bundle.name})")
-    shutil.rmtree(WORK, ignore_errors=True)
-    project = WORK / "digits"
+        raise SystemExit(f"run `tinyops run .` in {source} first (no {bundle.name})")
+    # The field data takes a scikit-learn import to build: done while the fleet starts.
+    field = ThreadPoolExecutor(max_workers=1).submit(field_samples)
+    shutil.rmtree(work, ignore_errors=True)
+    project = work / "digits"
     (project / ".tinyops").mkdir(parents=True)
-    for name in ("tinyops.yaml", "alerts.yaml"):
-        shutil.copy2(HERE / name, project / name)
+    shutil.copy2(source / "alerts.yaml", project / "alerts.yaml")
+    # The copy's runs go to the example's MLflow store: 1.0.1 is the next version of the
+    # registered model `digits`, beside the run that made 1.0.0.
+    mlflow_db = source / ".tinyops" / "mlflow.db"
+    (project / "tinyops.yaml").write_text(
+        (source / "tinyops.yaml").read_text() + f"\ntracking:\n  uri: sqlite:///{mlflow_db}\n"
+    )
     # The snapshots, feature cache and run records the retraining builds on, and the signing
-    # key the fleet trusts; not MLflow's database, whose experiment points at this folder's
-    # artifacts (the copy tracks its runs in an MLflow store of its own).
+    # key the fleet trusts.
     for name in ("keys", "store", "cache", "runs"):
-        shutil.copytree(HERE / ".tinyops" / name, project / ".tinyops" / name)
+        shutil.copytree(source / ".tinyops" / name, project / ".tinyops" / name)
     # The release devices run was built from this project: the copy continues at 1.0.0.
     (project / "dist").mkdir()
     shutil.copy2(bundle, project / "dist" / bundle.name)
@@ -131,20 +170,21 @@ def main() -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "COLUMNS": "120", "TINYOPS_SERVER": url}
-    step(f"fleet server on {url} (SQLite in {WORK.relative_to(HERE.parents[1])}/fleet)")
+    step(f"fleet server on {url} (SQLite in {_shown(work)}/fleet)")
     serve = [
-        *TINYOPS, "serve", "--data-dir", str(WORK / "fleet"), "--port", str(port),
+        *TINYOPS, "serve", "--data-dir", str(work / "fleet"), "--port", str(port),
         "--poll-interval", "1", "--alert-rules", str(project / "alerts.yaml"),
         "--alert-interval", "1", "--drift-config", str(project / "tinyops.yaml"),
     ]  # fmt: skip
-    with background(serve, env, WORK / "serve.log") as server:
+    with background(serve, env, work / "serve.log") as server:
         assert server.stdout is not None
         first = server.stdout.readline()
         if "first admin API token" not in first:
-            raise SystemExit(f"the server did not start:\n{(WORK / 'serve.log').read_text()}")
+            raise SystemExit(f"the server did not start:\n{(work / 'serve.log').read_text()}")
         env["TINYOPS_TOKEN"] = first.split()[-1]
         cli = Cli(env)
-        wait_for("the server", lambda: _healthy(url), WORK / "serve.log")
+        api = Api(url, env["TINYOPS_TOKEN"])
+        wait_for("the server", lambda: _healthy(url), work / "serve.log")
         cli.run("fleet", "trust-key", str(public_key))
         cli.run("release", "upload", str(bundle))
         enroll = cli.run("fleet", "enroll-token", "--name", "field", show=False).strip()
@@ -157,23 +197,22 @@ def main() -> None:
             "--sketch-window", str(WINDOW_S), "--drift", DRIFT, "--duration", "600",
             "--json",
         ]  # fmt: skip
-        with background(simulate, env, WORK / "simulate.log"):
+        with background(simulate, env, work / "simulate.log"):
             wait_for(
                 "the devices to enroll",
-                lambda: len(cli.json("device", "inventory")) >= args.devices,
-                WORK / "simulate.log",
+                lambda: len(api.devices()) >= args.devices,
+                work / "simulate.log",
             )
             cli.run("deploy", "create", "digits", "1.0.0", "--group", "field")
             wait_for(
                 "digits 1.0.0 on every device",
                 lambda: all(
-                    (d.get("installed") or {}).get("version") == "1.0.0"
-                    for d in cli.json("device", "inventory")
+                    (d.get("installed") or {}).get("version") == "1.0.0" for d in api.devices()
                 ),
             )
 
             step("drift alerts (server rules: alerts.yaml, FeatureDrift per device)")
-            firing = wait_for("drift alerts", lambda: _drift_alerts(cli, len(DRIFTED) * 2))
+            firing = wait_for("drift alerts", lambda: api.drift_alerts(len(DRIFTED) * 2))
             cli.run("alerts", "list", "--state", "firing")
             pairs = sorted((a["labels"]["device"], a["labels"]["feature"]) for a in firing)
             expected = sorted((d, f) for d in DRIFTED for f in ("row_band_02", "row_band_05"))
@@ -183,7 +222,7 @@ def main() -> None:
             step("300 newly labeled field images arrive (POST /api/v1/samples)")
             from tinyops.fleet.client import submit_samples
 
-            accepted = submit_samples(url, env["TINYOPS_TOKEN"], "digits/field", field_samples())
+            accepted = submit_samples(url, env["TINYOPS_TOKEN"], "digits/field", field.result())
             print(f"accepted {accepted['accepted']} samples into digits/field")
 
             step("tinyops retrain: new snapshot → pipeline → gates → release → canary")
@@ -191,7 +230,15 @@ def main() -> None:
             deployments = cli.json("deploy", "list")
             canary = max(deployments, key=lambda d: d["id"])
             cli.run("deploy", "status", str(canary["id"]))
-    print(f"\n(server state, logs and the retrained project in {WORK}, until the next run)")
+    print(f"\n(server state, logs and the retrained project in {work}, until the next run)")
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the repository when it is inside, else as is."""
+    try:
+        return str(path.relative_to(HERE.parents[1]))
+    except ValueError:
+        return str(path)
 
 
 def _healthy(url: str) -> bool:
@@ -201,12 +248,6 @@ def _healthy(url: str) -> bool:
         return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
     except httpx.TransportError:
         return False
-
-
-def _drift_alerts(cli: Cli, expected: int) -> list[dict[str, Any]] | None:
-    alerts = cli.json("alerts", "list", "--state", "firing")
-    drift = [a for a in alerts if a["rule"] == "FeatureDrift"]
-    return drift if len(drift) >= expected else None
 
 
 if __name__ == "__main__":

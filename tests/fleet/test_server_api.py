@@ -714,3 +714,22 @@ async def test_healthz_needs_no_credentials_and_openapi_lists_every_endpoint(fle
     assert expected <= paths
     upload = spec["paths"]["/api/v1/releases"]["post"]
     assert "application/octet-stream" in upload["requestBody"]["content"]
+
+
+async def test_an_update_offer_never_asks_for_a_longer_wait_than_an_idle_check_in(
+    fleet_runner: Any, build_bundle: BuildBundle, release_key: Ed25519PrivateKey
+) -> None:
+    # The demo's setting: idle devices check in every second. The update interval (60 s by
+    # default) used to win, and a device that had just committed stayed silent a minute.
+    _, running = fleet_runner(poll_interval_s=1.0)
+    async with running as fleet:
+        await _fleet_with_releases(fleet, build_bundle, release_key, "1.0.0")
+        device = await fleet.enroll("lab-0")
+        assert (await fleet.checkin(device))["poll_interval_s"] == 1.0
+        await fleet.deploy(KWS | {"version": "1.0.0"}, selector={"tags": {"group": "lab"}})
+        offer = await fleet.checkin(device)
+        assert (offer["action"], offer["poll_interval_s"]) == ("update", 1.0)
+    # With the defaults (idle 300 s, updating 60 s) an updating device is asked back sooner.
+    from tinyops.fleet.server import FleetSettings
+
+    assert FleetSettings(data_dir=Path("fleet")).updating_poll_interval_s == 60.0

@@ -192,7 +192,7 @@ class DeviceService:
             rollback = SignedOrder.model_validate(rt.rollback_order(action, now))
         return CheckinResponse(
             action="update",
-            poll_interval_s=rt.settings.update_poll_interval_s,
+            poll_interval_s=rt.settings.updating_poll_interval_s,
             deployment_id=action.deployment_id,
             release=release_offer(action.release),
             rollback=rollback,

@@ -42,7 +42,10 @@ class FleetSettings(BaseModel):
         default=300.0, gt=0, description="Seconds between check-ins told to an idle device."
     )
     update_poll_interval_s: float = Field(
-        default=60.0, gt=0, description="Seconds between check-ins told to an updating device."
+        default=60.0,
+        gt=0,
+        description="Seconds between check-ins told to an updating device (never more than "
+        "poll_interval_s: see updating_poll_interval_s).",
     )
     evaluate_interval_s: float = Field(
         default=0.5,
@@ -127,6 +130,14 @@ class FleetSettings(BaseModel):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError(f"alert_webhook {value!r}: expected an http:// or https:// URL")
         return value
+
+    @property
+    def updating_poll_interval_s(self) -> float:
+        """The check-in interval told with an update offer. An updating device reports its
+        progress on the next check-ins, so it must never be told to wait longer than an idle
+        one: with `--poll-interval 1`, a default 60 s here would hold every installed device
+        silent for a minute (no report, no drift sketch) after it committed."""
+        return min(self.update_poll_interval_s, self.poll_interval_s)
 
     def database_url(self) -> str:
         """`db_url`, or the SQLite file in `data_dir`."""

@@ -85,6 +85,15 @@ class Api:
 
         return list_devices(self.url, self.token, client=self.http)
 
+    def create_token(self, name: str, role: str) -> str:
+        r = self.http.post(
+            f"{self.url}/api/v1/tokens",
+            json={"name": name, "role": role},
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        r.raise_for_status()
+        return str(r.json()["token"])
+
     def drift_alerts(self, expected: int) -> list[dict[str, Any]] | None:
         from tinyops.fleet.client import list_alerts
 
@@ -226,7 +235,9 @@ def main() -> None:
             print(f"accepted {accepted['accepted']} samples into digits/field")
 
             step("tinyops retrain: new snapshot → pipeline → gates → release → canary")
-            cli.run("retrain", "--project", str(project))
+            # The worker's own token: upload and deploy, nothing more (role `retrainer`).
+            worker = Cli({**env, "TINYOPS_TOKEN": api.create_token("retrain-worker", "retrainer")})
+            worker.run("retrain", "--project", str(project))
             deployments = cli.json("deploy", "list")
             canary = max(deployments, key=lambda d: d["id"])
             cli.run("deploy", "status", str(canary["id"]))

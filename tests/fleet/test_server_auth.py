@@ -55,6 +55,11 @@ def test_the_permission_matrix_is_the_protocol_table() -> None:
             Permission.SEND_COMMANDS,
             Permission.MANAGE_DEVICES,
         },
+        Role.RETRAINER: {
+            Permission.READ,
+            Permission.UPLOAD_RELEASE,
+            Permission.MANAGE_DEPLOYMENTS,
+        },
         Role.VIEWER: {Permission.READ},
     }
     assert {role: set(perms) for role, perms in PERMISSIONS.items()} == table
@@ -199,7 +204,12 @@ async def test_every_management_endpoint_checks_credentials_and_roles(fleet: Any
     # Refused requests wrote nothing; the admin's allowed changes did.
     records = fleet.runtime.store.audit_log(limit=1000)
     actors = {r.actor for r in records[: len(records) - audit_before]}
-    assert actors <= {"token:who-admin", "token:who-devops", "token:who-ml-engineer"}
+    assert actors <= {
+        "token:who-admin",
+        "token:who-devops",
+        "token:who-ml-engineer",
+        "token:who-retrainer",
+    }
 
 
 @pytest.mark.anyio

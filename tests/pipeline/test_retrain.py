@@ -160,9 +160,10 @@ def test_drift_alerts_are_firing_drift_rules_of_the_release() -> None:
 @dataclass
 class Live:
     url: str
-    token: str
+    token: str  # the first admin token: sets the fleet up
     http: httpx.Client
     root: Path
+    worker_token: str = ""  # what `tinyops retrain` runs with: a `retrainer` token
 
     @property
     def auth(self) -> dict[str, str]:
@@ -177,7 +178,7 @@ class Live:
                 **os.environ,
                 "COLUMNS": "250",
                 "TINYOPS_SERVER": self.url,
-                "TINYOPS_TOKEN": self.token,
+                "TINYOPS_TOKEN": self.worker_token,
             },
             timeout=600,
             check=False,
@@ -237,6 +238,14 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                 time.sleep(0.05)
         live = Live(f"http://127.0.0.1:{port}", token, http, root)
         _release_and_drift(live, bundle, log)
+        # The worker runs with least privilege: read, upload-release, manage-deployments.
+        r = http.post(
+            "/api/v1/tokens",
+            json={"name": "retrain-worker", "role": "retrainer"},
+            headers=live.auth,
+        )
+        assert r.status_code == 201, r.text
+        live.worker_token = r.json()["token"]
         yield live
     finally:
         http.close()
@@ -390,7 +399,11 @@ def test_retrain_loop_end_to_end(live: Live) -> None:
     assert deployment["selector"]["installed_version"] == "1.0.0"
     assert deployment["device_count"] == 1
     audit = live.http.get("/api/v1/audit", headers=live.auth).json()["records"]
-    assert any(a["action"] == "deployment.create" for a in audit)
+    # Uploaded and deployed under the worker's own token, not the admin's.
+    assert {(a["action"], a["actor"]) for a in audit} >= {
+        ("release.upload", "token:retrain-worker"),
+        ("deployment.create", "token:retrain-worker"),
+    }
 
     r = live.tinyops("retrain", "approve")
     assert r.returncode == 2 and "no retrained release waits" in r.stderr

@@ -9,8 +9,9 @@
 
 Exit codes: 0 done or nothing to do yet, 3 a gate said no, 1 error (2 bad usage or
 project file). The server and token come from --server/--token or TINYOPS_SERVER,
-TINYOPS_TOKEN; the token needs both upload-release and manage-deployments (today only the
-admin role has both), since one token uploads the release and creates the deployment.
+TINYOPS_TOKEN; the token needs both upload-release and manage-deployments (the `retrainer`
+role, made for this worker, or admin), since one token uploads the release and creates the
+deployment.
 """
 
 from __future__ import annotations

@@ -2,14 +2,19 @@
 
 The matrix is the one of docs/device-protocol.md:
 
-    permission                                          admin  ml-engineer  devops  viewer
-    read anything (devices, releases, deployments, ...)   ✓        ✓          ✓       ✓
-    upload a release                                       ✓        ✓
-    create/pause/resume/cancel/rollback a deployment       ✓                   ✓
-    send a remote-debug command to a device                ✓                   ✓
-    create enrollment tokens, decommission devices         ✓                   ✓
-    create/revoke API tokens, add trusted keys             ✓
-    submit feedback labels and labeled samples             ✓        ✓
+    permission                                    admin  ml-engineer  devops  retrainer  viewer
+    read anything (devices, releases, ...)          ✓        ✓          ✓        ✓         ✓
+    upload a release                                ✓        ✓                   ✓
+    create/pause/resume/cancel/rollback deployment  ✓                   ✓        ✓
+    send a remote-debug command to a device         ✓                   ✓
+    create enrollment tokens, decommission devices  ✓                   ✓
+    create/revoke API tokens, add trusted keys      ✓
+    submit feedback labels and labeled samples      ✓        ✓
+
+`retrainer` is the service account of the retraining worker (`tinyops retrain`): one token
+that uploads the retrained release and canary-deploys it, and nothing else — it cannot mint
+tokens, trust new signing keys, command devices or submit data, so a leaked worker token is
+not an admin token. Its releases still need a signature by a key an admin trusted.
 
 Devices are not roles: a device token may only use the device API, for itself.
 """
@@ -29,6 +34,7 @@ class Role(enum.StrEnum):
     ADMIN = "admin"
     ML_ENGINEER = "ml-engineer"
     DEVOPS = "devops"
+    RETRAINER = "retrainer"
     VIEWER = "viewer"
 
 
@@ -59,6 +65,9 @@ PERMISSIONS: Final[Mapping[Role, frozenset[Permission]]] = {
             Permission.SEND_COMMANDS,
             Permission.MANAGE_DEVICES,
         }
+    ),
+    Role.RETRAINER: frozenset(
+        {Permission.READ, Permission.UPLOAD_RELEASE, Permission.MANAGE_DEPLOYMENTS}
     ),
     Role.VIEWER: frozenset({Permission.READ}),
 }

@@ -52,6 +52,11 @@ def run_timed(args: list[str], cwd: Path) -> tuple[float, int, subprocess.Comple
     return wall, max(peak_kb, before) * 1024, proc
 
 
+def median_wall(args: list[str], runs: int) -> float:
+    """Median wall seconds of `runs` runs of a command from the repository root."""
+    return sorted(run_timed(args, REPO)[0] for _ in range(runs))[runs // 2]
+
+
 def bench_demo() -> list[dict[str, Any]]:
     """`make demo` after install, on a fresh copy of examples/digits: the cold pipeline, then
     the fleet and monitoring half (monitor_demo.py: server, 20 simulated devices, drift
@@ -133,11 +138,7 @@ def bench_demo() -> list[dict[str, Any]]:
 def bench_import_reference() -> list[dict[str, Any]]:
     """How fast this machine is at what dominates the demo's fixed costs (a Python process
     importing TensorFlow with Keras 3): figures from different days compare through it."""
-    times = []
-    for _ in range(3):
-        w, _, _ = run_timed([sys.executable, "-c", "import tensorflow"], REPO)
-        times.append(w)
-    med = sorted(times)[1]
+    med = median_wall([sys.executable, "-c", "import tensorflow"], runs=3)
     return [
         {
             "benchmark": "machine reference: `python -c 'import tensorflow'` (median of 3)",
@@ -150,11 +151,7 @@ def bench_import_reference() -> list[dict[str, Any]]:
 
 
 def bench_help() -> list[dict[str, Any]]:
-    times = []
-    for _ in range(5):
-        w, _, _ = run_timed([str(TINYOPS), "--help"], REPO)
-        times.append(w)
-    med = sorted(times)[2]
+    med = median_wall([str(TINYOPS), "--help"], runs=5)
     return [
         {
             "benchmark": "`tinyops --help` start-up (median of 5)",

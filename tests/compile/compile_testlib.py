@@ -28,8 +28,23 @@ from tinyops.compile import (
     run_host,
     write_library,
 )
+from tinyops.compile.ir import Activation, AddOptions, Graph, NoOptions, Operator, Tensor
 
 INFERENCES = 128
+
+
+def sized_graph(ops: list[tuple[str, tuple[int, ...], int]], sizes: list[int]) -> Graph:
+    """A planner test graph: tensors 0..n-1 of the given byte sizes (int8, no constants),
+    operators (kind, input tensors, output tensor); tensor 0 is the input, the last the
+    output."""
+    tensors = tuple(Tensor(i, f"t{i}", (n,), "int8", None) for i, n in enumerate(sizes))
+    operators = tuple(
+        Operator(
+            i, kind, ins, (out,), AddOptions(Activation.NONE) if kind == "ADD" else NoOptions()
+        )
+        for i, (kind, ins, out) in enumerate(ops)
+    )
+    return Graph("<test>", tensors, operators, (0,), (len(sizes) - 1,))
 
 
 def require_gcc() -> str:

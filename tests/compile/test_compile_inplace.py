@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import pytest
 from ci_env import require_fixtures
+from compile_testlib import sized_graph
 
 from tinyops.compile import compile_model
-from tinyops.compile.ir import Activation, AddOptions, Graph, NoOptions, Operator, Tensor
 from tinyops.compile.lower import fusions, inplace_kernels
 from tinyops.compile.planner import (
     RING_BASE,
@@ -30,22 +30,11 @@ from tinyops.compile.planner import (
 )
 
 
-def _graph(ops: list[tuple[str, tuple[int, ...], int]], sizes: list[int]) -> Graph:
-    """Tensors 0..n-1 of the given byte sizes (int8, no constants); tensor 0 is the input,
-    the last the output."""
-    tensors = tuple(Tensor(i, f"t{i}", (n,), "int8", None) for i, n in enumerate(sizes))
-    operators = tuple(
-        Operator(
-            i, kind, ins, (out,), AddOptions(Activation.NONE) if kind == "ADD" else NoOptions()
-        )
-        for i, (kind, ins, out) in enumerate(ops)
-    )
-    return Graph("<test>", tensors, operators, (0,), (len(sizes) - 1,))
-
-
 def test_a_dying_input_is_overwritten_and_gets_scratch() -> None:
     # in -> A (op0) -> B (op1, in place) -> out (op2)
-    g = _graph([("CONV_2D", (0,), 1), ("CONV_2D", (1,), 2), ("CONV_2D", (2,), 3)], [8, 64, 48, 4])
+    g = sized_graph(
+        [("CONV_2D", (0,), 1), ("CONV_2D", (1,), 2), ("CONV_2D", (2,), 3)], [8, 64, 48, 4]
+    )
     live = buffers_of(g, {1: InPlace((0,), scratch=16)})
     assert live.inplace == {1}
     assert live.buffer_of[1] == live.buffer_of[2]
@@ -64,7 +53,7 @@ def test_a_dying_input_is_overwritten_and_gets_scratch() -> None:
 
 def test_an_input_read_later_is_not_overwritten() -> None:
     # A feeds op1 and the ADD at op2: op1 must not write over A.
-    g = _graph(
+    g = sized_graph(
         [("CONV_2D", (0,), 1), ("CONV_2D", (1,), 2), ("ADD", (1, 2), 3), ("CONV_2D", (3,), 4)],
         [8, 32, 32, 32, 4],
     )
@@ -78,13 +67,15 @@ def test_an_input_read_later_is_not_overwritten() -> None:
 
 def test_the_callers_buffers_are_never_overwritten() -> None:
     # op0 reads the caller's input (read-only); op1 writes the caller's output.
-    g = _graph([("CONV_2D", (0,), 1), ("CONV_2D", (1,), 2)], [16, 16, 16])
+    g = sized_graph([("CONV_2D", (0,), 1), ("CONV_2D", (1,), 2)], [16, 16, 16])
     live = buffers_of(g, {0: InPlace((0,), 4), 1: InPlace((0,), 4)})
     assert live.inplace == frozenset() and live.scratch == {}
 
 
 def test_without_inplace_kernels_nothing_changes() -> None:
-    g = _graph([("CONV_2D", (0,), 1), ("CONV_2D", (1,), 2), ("CONV_2D", (2,), 3)], [8, 64, 48, 4])
+    g = sized_graph(
+        [("CONV_2D", (0,), 1), ("CONV_2D", (1,), 2), ("CONV_2D", (2,), 3)], [8, 64, 48, 4]
+    )
     live = buffers_of(g)
     assert live.inplace == frozenset()
     assert live.buffer_of[1] != live.buffer_of[2]
@@ -100,7 +91,7 @@ PAIR_CHAIN = [
 
 def test_a_fused_pair_has_a_ring_and_writes_over_its_input() -> None:
     # in -> X (op0) -> [Y (op1, 1x1) -> Z (op2, depthwise)] -> out (op3)
-    g = _graph(
+    g = sized_graph(
         PAIR_CHAIN,
         [8, 64, 128, 32, 4],
     )
@@ -118,7 +109,7 @@ def test_a_fused_pair_has_a_ring_and_writes_over_its_input() -> None:
 def test_a_fused_pair_not_in_place_keeps_its_input_through_the_pair() -> None:
     # The 1x1 runs inside the depthwise operator: X is read at op 2, so Z (written at
     # op 2) must not be placed over it.
-    g = _graph(
+    g = sized_graph(
         PAIR_CHAIN,
         [8, 64, 128, 32, 4],
     )

@@ -15,12 +15,11 @@ from typing import Any
 import numpy as np
 import pytest
 from ci_env import require_fixtures
-from compile_testlib import bit_exact_run
+from compile_testlib import bit_exact_run, sized_graph
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tinyops.compile import compile_model
-from tinyops.compile.ir import Activation, AddOptions, Graph, NoOptions, Operator, Tensor
 from tinyops.compile.lower import _block_writes_behind, lower
 from tinyops.compile.planner import (
     RING_BASE,
@@ -36,26 +35,12 @@ from tinyops.compile.planner import (
 from tinyops.compile.reader import read_tflite
 from tinyops.compile.schedule import plan_cost
 
-
-def _graph(ops: list[tuple[str, tuple[int, ...], int]], sizes: list[int]) -> Graph:
-    """Tensors 0..n-1 of the given byte sizes (int8, no constants); tensor 0 is the input,
-    the last the output."""
-    tensors = tuple(Tensor(i, f"t{i}", (n,), "int8", None) for i, n in enumerate(sizes))
-    operators = tuple(
-        Operator(
-            i, kind, ins, (out,), AddOptions(Activation.NONE) if kind == "ADD" else NoOptions()
-        )
-        for i, (kind, ins, out) in enumerate(ops)
-    )
-    return Graph("<test>", tensors, operators, (0,), (len(sizes) - 1,))
-
-
 # --- freed tails ---------------------------------------------------------------------
 
 
 def test_a_shrinking_in_place_buffer_frees_its_tail() -> None:
     # in -> A (64, op0) -> B (32, op1, in place over A) -> C (32, op2) -> ADD(B, C) -> out
-    g = _graph(
+    g = sized_graph(
         [("CONV_2D", (0,), 1), ("CONV_2D", (1,), 2), ("CONV_2D", (2,), 3), ("ADD", (2, 3), 4)],
         [8, 64, 32, 32, 8],
     )
@@ -124,7 +109,7 @@ BLOCK = [
 
 
 def test_a_residual_block_has_one_ring_for_both_intermediates_and_writes_over_x() -> None:
-    g = _graph(BLOCK, [8, 64, 64, 64, 64, 4])
+    g = sized_graph(BLOCK, [8, 64, 64, 64, 64, 4])
     live = buffers_of(
         g, {2: InPlace((0,), 16, "k"), 3: InPlace((0, 1), 0, "")}, {1: Fusion(1, 40, True, ops=3)}
     )
@@ -141,7 +126,7 @@ def test_a_residual_block_has_one_ring_for_both_intermediates_and_writes_over_x(
 
 def test_a_residual_block_whose_input_is_read_later_keeps_it() -> None:
     ops = [*BLOCK[:4], ("ADD", (1, 4), 5)]  # X read again after the block
-    g = _graph(ops, [8, 64, 64, 64, 64, 64])
+    g = sized_graph(ops, [8, 64, 64, 64, 64, 64])
     live = buffers_of(g, {}, {1: Fusion(1, 40, True, ops=3)})
     assert live.fused_inplace == frozenset()
     x = next(b for b in live.buffers if b.id == live.buffer_of[1])

@@ -157,7 +157,9 @@ def main() -> None:
     if not bundle.exists() or not public_key.exists():
         raise SystemExit(f"run `tinyops run .` in {source} first (no {bundle.name})")
     # The field data takes a scikit-learn import to build: done while the fleet starts.
-    field = ThreadPoolExecutor(max_workers=1).submit(field_samples)
+    pool = ThreadPoolExecutor(max_workers=1)
+    field = pool.submit(field_samples)
+    pool.shutdown(wait=False)  # the submitted work still runs; no thread is left behind
     shutil.rmtree(work, ignore_errors=True)
     project = work / "digits"
     (project / ".tinyops").mkdir(parents=True)

@@ -712,9 +712,17 @@ class FleetSimulator:
 
     async def __aexit__(self, *_exc: object) -> None:
         """Power every device off."""
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        pending = set(self._tasks)
+        while pending:
+            # Python 3.11's asyncio.wait_for (the MQTT requests) can swallow a cancellation
+            # that arrives as its future completes (gh-86296); such a device would live on
+            # and this wait never end, so survivors are cancelled again.
+            for t in pending:
+                t.cancel()
+            done, pending = await asyncio.wait(pending, timeout=1.0)
+            for t in done:
+                if not t.cancelled():
+                    t.exception()  # retrieved: a crash at power-off is not reported
         self._tasks = []
         if self.session is not None:
             await self.session.aclose()
